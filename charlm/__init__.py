@@ -1,0 +1,11 @@
+"""charlm: character-level language models on Keras 3 (SimpleRNN, LSTM, GRU)."""
+
+import os
+
+# Keep TensorFlow's C++ log quiet (charlm reports real problems as exceptions and
+# says which device it uses; set TF_CPP_MIN_LOG_LEVEL=0 to see it all). The CLI also mutes its start-up notices, which
+# are printed before this level applies (see cli.quiet_tensorflow_start).
+DEFAULT_TF_LOG_LEVEL = "3"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", DEFAULT_TF_LOG_LEVEL)
+
+__version__ = "0.1.0"

@@ -1,0 +1,69 @@
+"""tf.data pipelines over token files: random training windows and sequential evaluation windows.
+
+Training batch `step` is a pure function of (seed, step): its windows start at
+offsets drawn from a generator seeded with both. Resuming at step k therefore
+needs nothing but k — no iterator state, no RNG state to save — and every run
+with the same seed sees the same data in the same order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from charlm.corpus import Split
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def window_starts(split: Split, batch_size: int, seq_length: int, seed: int,
+                  step: int) -> np.ndarray:
+    """Start offsets (in the token file) of the windows of training batch `step`."""
+    rng = np.random.default_rng([seed, step])
+    return split.start + rng.integers(0, len(split) - seq_length, size=batch_size)
+
+
+def training_batch(split: Split, batch_size: int, seq_length: int, seed: int, step: int):
+    """(inputs, targets) of batch `step`: targets are the inputs shifted by one character."""
+    rows = split.tokens.read_windows(window_starts(split, batch_size, seq_length, seed, step),
+                                     seq_length + 1)
+    return rows[:, :-1], rows[:, 1:]
+
+
+def training_dataset(split: Split, batch_size: int, seq_length: int, seed: int,
+                     start_step: int, stop_step: int) -> tf.data.Dataset:
+    """Batches `start_step` .. `stop_step - 1`, read from disk in parallel, in order."""
+
+    def load(step):
+        return training_batch(split, batch_size, seq_length, seed, int(step))
+
+    def load_tensor(step):
+        inputs, targets = tf.numpy_function(load, [step], [tf.int32, tf.int32])
+        inputs.set_shape((batch_size, seq_length))
+        targets.set_shape((batch_size, seq_length))
+        return inputs, targets
+
+    return (tf.data.Dataset.range(start_step, stop_step)
+            .map(load_tensor, num_parallel_calls=AUTOTUNE, deterministic=True)
+            .prefetch(AUTOTUNE))
+
+
+def evaluation_dataset(split: Split, batch_size: int, seq_length: int) -> tf.data.Dataset:
+    """Consecutive, non-overlapping windows covering `split` once (the tail that does not
+    fill a whole window is left out), so every evaluation sees the same characters."""
+    n_windows = (len(split) - 1) // seq_length
+    starts = split.start + np.arange(n_windows, dtype=np.int64) * seq_length
+
+    def load(batch_starts):
+        rows = split.tokens.read_windows(batch_starts, seq_length + 1)
+        return rows[:, :-1], rows[:, 1:]
+
+    def load_tensor(batch_starts):
+        inputs, targets = tf.numpy_function(load, [batch_starts], [tf.int32, tf.int32])
+        inputs.set_shape((None, seq_length))
+        targets.set_shape((None, seq_length))
+        return inputs, targets
+
+    return (tf.data.Dataset.from_tensor_slices(starts).batch(batch_size)
+            .map(load_tensor, num_parallel_calls=AUTOTUNE, deterministic=True)
+            .prefetch(AUTOTUNE))

@@ -1,0 +1,44 @@
+"""Which device trains: the GPU(s) when present, the CPU otherwise; precision and XLA."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+def gpus() -> list:
+    return tf.config.list_physical_devices("GPU")
+
+
+def choose_strategy(reporter=None) -> tf.distribute.Strategy:
+    """All visible GPUs through MirroredStrategy when there are several, else the default."""
+    if len(gpus()) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def describe_device() -> str:
+    found = gpus()
+    if not found:
+        return "training on the CPU"
+    names = [tf.config.experimental.get_device_details(g).get("device_name", g.name)
+             for g in found]
+    return f"training on {len(found)} GPU{'s' if len(found) > 1 else ''} ({', '.join(names)})"
+
+
+def resolve_precision(precision: str, reporter=None) -> str:
+    """Set Keras's global dtype policy before the model is built (loss scaling needs that)."""
+    if precision == "auto":
+        precision = "mixed_float16" if gpus() else "float32"
+    if precision != "float32" and not gpus() and reporter:
+        reporter.message(f"warning: train.precision {precision} on a CPU is slower than float32")
+    keras.mixed_precision.set_global_policy(precision)
+    return precision
+
+
+def resolve_jit(setting: str) -> bool:
+    """XLA on the CPU (about twice as fast there); off on a GPU, where cuDNN kernels win
+    and cannot be compiled by XLA anyway."""
+    if setting == "auto":
+        return not gpus()
+    return setting == "on"

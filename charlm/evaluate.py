@@ -1,0 +1,49 @@
+"""`charlm eval`: a model's loss on a text file, in nats and bits per character."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from charlm.checkpoint import load_checkpoint
+from charlm.corpus import CorpusError, Split, check_not_binary, encode_text_file
+from charlm.dataset import evaluation_dataset
+
+EVAL_BATCH = 64
+
+
+@dataclass
+class EvalResult:
+    loss: float  # nats per character
+    chars: int  # characters scored
+    unknown: int  # characters outside the model's vocabulary
+
+    @property
+    def bits(self) -> float:
+        return self.loss / math.log(2)
+
+
+def evaluate_file(checkpoint: Path, file: Path) -> EvalResult:
+    """Score `file` the way validation is scored during training: consecutive windows of
+    train.seq_length characters, each read from a fresh state."""
+    loaded = load_checkpoint(checkpoint)
+    if not file.is_file():
+        raise CorpusError(f"{file} is not a file; give the text to score")
+    check_not_binary(file)
+    seq_length = loaded.config.train.seq_length
+    tokens = encode_text_file(file, loaded.vocab, loaded.config.data.encoding_errors)
+    split = Split(tokens, 0, tokens.length)
+    if len(split) < 2:
+        raise CorpusError(f"{file} has {len(split)} characters; at least 2 are needed")
+    seq_length = min(seq_length, len(split) - 1)
+    model = loaded.model
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    loss = model.evaluate(evaluation_dataset(split, EVAL_BATCH, seq_length), verbose=0,
+                          return_dict=True)["loss"]
+    scored = (len(split) - 1) // seq_length * seq_length
+    unknown = int((tokens.read(0, tokens.length) == loaded.vocab.unknown_id).sum()) \
+        if tokens.length < 100_000_000 else -1
+    return EvalResult(float(loss), scored, unknown)

@@ -1,0 +1,139 @@
+"""Sampling: the recurrent state is carried from character to character inside a
+compiled loop; the prefix is never re-run.
+
+A chunk of characters is generated per call of one `tf.function` (a
+`tf.while_loop` over steps), so the Python loop runs once per chunk, not once
+per character, and text can still be printed as it is made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from charlm.corpus import Vocabulary
+from charlm.model import recurrent_layers
+
+CHUNK = 128  # characters per compiled call: large enough to hide Python, small enough to stream
+
+
+@dataclass
+class SamplingOptions:
+    length: int = 500
+    temperature: float = 0.8  # 0 means argmax
+    top_k: int = 0  # 0: no limit
+    top_p: float = 1.0
+    argmax: bool = False
+    seed: int = 0
+
+
+class Sampler:
+    """Generates text from a trained charlm model, several streams at once."""
+
+    def __init__(self, model: keras.Model, vocab: Vocabulary):
+        self.vocab = vocab
+        self.embedding = model.get_layer("embedding")
+        self.cells = [layer.cell for layer in recurrent_layers(model)]
+        self.logits_layer = model.get_layer("logits")
+        self.compute_dtype = self.embedding.compute_dtype
+        self.generate_chunk = tf.function(self._generate_chunk)
+        self.feed = tf.function(self._feed)
+
+    # ------------------------------------------------------------ one step
+    def initial_states(self, streams: int) -> list:
+        states = []
+        for cell in self.cells:
+            sizes = cell.state_size if isinstance(cell.state_size, (list, tuple)) \
+                else [cell.state_size]
+            states.append([tf.zeros((streams, size), self.compute_dtype) for size in sizes])
+        return states
+
+    def step(self, tokens, states):
+        """Logits for the next character after `tokens` (shape (streams,)), and new states."""
+        x = self.embedding(tokens)
+        new_states = []
+        for cell, state in zip(self.cells, states):
+            x, state = cell(x, state, training=False)
+            new_states.append(list(state))
+        return tf.cast(self.logits_layer(x), tf.float32), new_states
+
+    # ------------------------------------------------------------ compiled loops
+    def _feed(self, tokens, states):
+        """Run the prime (shape (streams, time)) through the model; the last logits + states."""
+        logits = tf.zeros((tf.shape(tokens)[0], self.vocab.size), tf.float32)
+        for t in tf.range(tf.shape(tokens)[1]):
+            tf.autograph.experimental.set_loop_options(
+                shape_invariants=[(logits, tf.TensorShape([None, self.vocab.size]))])
+            logits, states = self.step(tokens[:, t], states)
+        return logits, states
+
+    def _generate_chunk(self, logits, states, steps, seed, temperature, top_k, top_p, argmax):
+        """Sample `steps` characters; returns them (streams, steps), the last logits, states."""
+        out = tf.TensorArray(tf.int32, size=steps)
+        for t in tf.range(steps):
+            token = choose(logits, self.vocab.unknown_id, tf.stack([seed, t]), temperature,
+                           top_k, top_p, argmax)
+            out = out.write(t, token)
+            logits, states = self.step(token, states)
+        return tf.transpose(out.stack()), logits, states
+
+    # ------------------------------------------------------------ public
+    def sample(self, prime_ids: list[int], streams: int, options: SamplingOptions,
+               ) -> Iterator[np.ndarray]:
+        """Yield chunks of generated token ids, shape (streams, chunk)."""
+        start = prime_ids or [self.start_token()]
+        tokens = tf.constant([start] * streams, tf.int32)
+        logits, states = self.feed(tokens, self.initial_states(streams))
+        done = 0
+        chunk_index = 0
+        while done < options.length:
+            steps = min(CHUNK, options.length - done)
+            seed = tf.constant(options.seed * 1_000_003 + chunk_index, tf.int32) \
+                if options.seed is not None else tf.constant(chunk_index, tf.int32)
+            ids, logits, states = self.generate_chunk(
+                logits, states, tf.constant(steps), seed,
+                tf.constant(options.temperature, tf.float32), tf.constant(options.top_k),
+                tf.constant(options.top_p, tf.float32),
+                tf.constant(options.argmax or options.temperature == 0))
+            done += steps
+            chunk_index += 1
+            yield ids.numpy()
+
+    def start_token(self) -> int:
+        """Without a prime, generation starts as if after a newline (or the first character)."""
+        return self.vocab.chars.index("\n") if "\n" in self.vocab.chars else 0
+
+
+def choose(logits, unknown_id: int, seed, temperature, top_k, top_p, argmax):
+    """One token per stream from `logits` (streams, vocab) under the sampling controls."""
+    vocab_size = tf.shape(logits)[-1]
+    # The unknown token stands for characters never seen in training: never emit it.
+    logits = tf.where(tf.range(vocab_size) == unknown_id, -np.inf, logits)
+    if_argmax = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    scaled = logits / tf.maximum(temperature, 1e-6)
+    scaled = keep_top_k(scaled, top_k)
+    scaled = keep_top_p(scaled, top_p)
+    sampled = tf.random.stateless_categorical(scaled, 1, seed=seed, dtype=tf.int32)[:, 0]
+    return tf.where(argmax, if_argmax, sampled)
+
+
+def keep_top_k(logits, top_k):
+    """Logits outside the k largest become -inf (k = 0 keeps all)."""
+    vocab_size = tf.shape(logits)[-1]
+    k = tf.where(top_k > 0, tf.minimum(top_k, vocab_size), vocab_size)
+    threshold = tf.math.top_k(logits, k=k).values[:, -1:]
+    return tf.where(logits < threshold, -np.inf, logits)
+
+
+def keep_top_p(logits, top_p):
+    """Keep the smallest set of most likely tokens whose probability reaches top_p."""
+    ordered = tf.sort(logits, direction="DESCENDING", axis=-1)
+    cumulative = tf.cumsum(tf.nn.softmax(ordered, axis=-1), axis=-1, exclusive=True)
+    # The most likely token is always kept (its exclusive cumulative mass is 0).
+    kept = tf.where(cumulative < top_p, ordered, np.inf)
+    threshold = tf.reduce_min(kept, axis=-1, keepdims=True)
+    return tf.where(logits < threshold, -np.inf, logits)

@@ -1,0 +1,59 @@
+"""The one place a config becomes Keras layers.
+
+    Embedding(vocab -> embedding_dim) -> layers x {SimpleRNN | LSTM | GRU} -> Dense(vocab) logits
+
+Input: int32 token ids shaped (batch, time). Output: float32 logits shaped
+(batch, time, vocab). Only stock Keras layers with their default activations are
+used, so on a GPU the LSTM and GRU layers run on cuDNN.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from charlm.config import ModelConfig
+
+RECURRENT_LAYERS = {
+    "simple_rnn": keras.layers.SimpleRNN,
+    "lstm": keras.layers.LSTM,
+    "gru": keras.layers.GRU,
+}
+
+
+def build_model(config: ModelConfig, vocab_size: int, seed: int = 0) -> keras.Model:
+    """A Functional model of `config`; weights are initialised from `seed`."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(shape=(None,), dtype="int32", name="tokens")
+    x = keras.layers.Embedding(vocab_size, config.embedding_dim, name="embedding")(inputs)
+    for index in range(config.layers):
+        x = recurrent_layer(config, f"{config.cell}_{index}")(x)
+        if config.dropout > 0:
+            x = keras.layers.Dropout(config.dropout, seed=seed + index,
+                                     name=f"dropout_{index}")(x)
+    # float32 logits even under mixed precision: softmax and loss need the range.
+    logits = keras.layers.Dense(vocab_size, dtype="float32", name="logits")(x)
+    return keras.Model(inputs, logits, name=f"charlm_{config.cell}")
+
+
+def recurrent_layer(config: ModelConfig, name: str) -> keras.layers.Layer:
+    return RECURRENT_LAYERS[config.cell](config.units, return_sequences=True, name=name)
+
+
+def recurrent_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.RNN)]
+
+
+def parameter_count(model: keras.Model) -> int:
+    return int(sum(w.numpy().size for w in model.trainable_weights))
+
+
+def estimated_bytes(config: ModelConfig, vocab_size: int, batch_size: int, seq_length: int) -> int:
+    """A rough lower bound of training memory: weights with Adam's two slots, plus the
+    activations backprop keeps (gates of every layer at every step)."""
+    gates = {"simple_rnn": 1, "lstm": 4, "gru": 3}[config.cell]
+    inputs = [config.embedding_dim] + [config.units] * (config.layers - 1)
+    weights = config.embedding_dim * vocab_size + (config.units + 1) * vocab_size + sum(
+        gates * config.units * (size + config.units + 2) for size in inputs)
+    activations = batch_size * seq_length * (config.layers * config.units * (gates + 2)
+                                             + 3 * vocab_size)
+    return 4 * (4 * weights + activations)

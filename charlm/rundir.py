@@ -1,0 +1,204 @@
+"""The run directory: everything a run needs to be sampled, evaluated or resumed.
+
+    RUN/
+      config.yaml                 the resolved config the run was started with
+      vocab.json                  {"chars": [...], "unknown_id": N}: index = token id
+      model.keras                 the best-validation model (what `charlm sample` uses)
+      checkpoints/step-00001000/  the latest checkpoints, for resuming
+          model.keras             model + optimizer state (step, schedule position, moments)
+          state.json              step, best validation loss, elapsed time, ...
+      history.jsonl               one JSON line per evaluation
+      tensorboard/                TensorBoard logs
+      .lock                       held while a `charlm train` writes here
+
+Every file is written under a temporary name and renamed into place, and a
+checkpoint directory is renamed whole, so a crash at any moment leaves the
+previous checkpoint complete and loadable.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from charlm.corpus import readable_mode
+
+STATE_VERSION = 1
+CHECKPOINT_PREFIX = "step-"
+TMP_PREFIX = ".tmp-"
+
+
+class RunError(ValueError):
+    """A run-directory problem a user can fix."""
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    evals_since_best: int = 0
+    elapsed_s: float = 0.0
+    version: int = STATE_VERSION
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.lock_file = None
+
+    config_path = property(lambda self: self.path / "config.yaml")
+    vocab_path = property(lambda self: self.path / "vocab.json")
+    best_model_path = property(lambda self: self.path / "model.keras")
+    history_path = property(lambda self: self.path / "history.jsonl")
+    tensorboard_path = property(lambda self: self.path / "tensorboard")
+    checkpoints_path = property(lambda self: self.path / "checkpoints")
+
+    # ------------------------------------------------------------ one writer at a time
+    def lock(self) -> None:
+        """Take the run's lock; the OS releases it when the process ends, even by kill -9."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.lock_file = open(self.path / ".lock", "a+")
+        try:
+            fcntl.flock(self.lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.lock_file.seek(0)
+            owner = self.lock_file.read().strip() or "another process"
+            self.lock_file.close()
+            self.lock_file = None
+            raise RunError(f"run directory {self.path} is in use by {owner}; wait for it to "
+                           f"finish or choose another train.run_dir") from None
+        self.lock_file.truncate(0)
+        self.lock_file.write(f"charlm train (pid {os.getpid()})")
+        self.lock_file.flush()
+
+    def unlock(self) -> None:
+        if self.lock_file:
+            self.lock_file.close()
+            self.lock_file = None
+
+    def check_writable(self, needed_bytes: int) -> None:
+        """Fail before training, not at the first checkpoint, if nothing can be saved."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.path):
+                pass
+        except OSError as error:
+            raise RunError(f"run directory {self.path} is not writable ({error.strerror}); "
+                           f"choose another train.run_dir") from None
+        free = shutil.disk_usage(self.path).free
+        if free < needed_bytes:
+            raise RunError(f"run directory {self.path} has {free / 1e6:.0f} MB free, a "
+                           f"checkpoint needs about {needed_bytes / 1e6:.0f} MB; free some "
+                           f"space or choose another train.run_dir")
+
+    # ------------------------------------------------------------ checkpoints
+    def has_checkpoints(self) -> bool:
+        return bool(self.checkpoints())
+
+    def checkpoints(self) -> list[Path]:
+        """Complete checkpoint directories, oldest first."""
+        if not self.checkpoints_path.is_dir():
+            return []
+        found = [p for p in self.checkpoints_path.iterdir()
+                 if p.name.startswith(CHECKPOINT_PREFIX) and (p / "state.json").exists()]
+        return sorted(found, key=lambda p: p.name)
+
+    def remove_partial_saves(self) -> None:
+        """Temporary directories left by a process killed while saving."""
+        if self.checkpoints_path.is_dir():
+            for p in self.checkpoints_path.iterdir():
+                if p.name.startswith(TMP_PREFIX):
+                    shutil.rmtree(p, ignore_errors=True)
+        for p in self.path.glob(f"{TMP_PREFIX}*"):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+    def save_checkpoint(self, model, state: TrainState, keep: int) -> Path:
+        """Save model + optimizer + state as checkpoints/step-N, atomically, then prune."""
+        final = self.checkpoints_path / f"{CHECKPOINT_PREFIX}{state.step:08d}"
+        self.checkpoints_path.mkdir(parents=True, exist_ok=True)
+        if final.exists():
+            return final
+        tmp = Path(tempfile.mkdtemp(dir=self.checkpoints_path, prefix=TMP_PREFIX))
+        try:
+            model.save(tmp / "model.keras")
+            write_json(tmp / "state.json", asdict(state))
+            fsync_dir(tmp)
+            os.chmod(tmp, readable_mode(directory=True))
+            os.rename(tmp, final)
+            fsync_dir(self.checkpoints_path)
+        except BaseException as error:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(error, OSError):
+                raise RunError(save_failure(error, self.latest_checkpoint())) from None
+            raise
+        self.prune(keep)
+        return final
+
+    def save_best(self, model) -> None:
+        """Replace model.keras with `model`, atomically."""
+        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=TMP_PREFIX, suffix=".keras")
+        os.close(fd)
+        try:
+            model.save(tmp)
+            os.chmod(tmp, readable_mode())
+            os.replace(tmp, self.best_model_path)
+        except BaseException as error:
+            Path(tmp).unlink(missing_ok=True)
+            if isinstance(error, OSError):
+                raise RunError(save_failure(error, self.best_model_path)) from None
+            raise
+
+    def prune(self, keep: int) -> None:
+        for old in self.checkpoints()[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def latest_checkpoint(self) -> Path | None:
+        found = self.checkpoints()
+        return found[-1] if found else None
+
+    # ------------------------------------------------------------ history
+    def append_history(self, record: dict) -> None:
+        with open(self.history_path, "a", encoding="utf-8") as stream:
+            stream.write(json.dumps(record) + "\n")
+
+    def history(self) -> list[dict]:
+        if not self.history_path.exists():
+            return []
+        return [json.loads(line) for line in self.history_path.read_text().splitlines() if line]
+
+
+def read_state(checkpoint: Path) -> TrainState:
+    try:
+        data = json.loads((checkpoint / "state.json").read_text())
+        return TrainState(**data)
+    except (OSError, ValueError, TypeError) as error:
+        raise RunError(f"checkpoint {checkpoint} has no readable state.json ({error}); "
+                       f"resume from an earlier checkpoint or start a new run") from None
+
+
+def write_json(path: Path, data) -> None:
+    with open(path, "w", encoding="utf-8") as stream:
+        json.dump(data, stream)
+        stream.flush()
+        os.fsync(stream.fileno())
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_failure(error: OSError, kept: Path | None) -> str:
+    reason = "the disk is full" if error.errno == errno.ENOSPC else error.strerror or str(error)
+    kept_text = f"; the previous checkpoint {kept} is intact" if kept else ""
+    return f"saving a checkpoint failed: {reason}{kept_text}"

@@ -1,0 +1,360 @@
+"""The training loop: model.fit in segments between evaluations, checkpoints, resume.
+
+    step 0 ──fit──▶ eval_interval ──eval, checkpoint──▶ ... ──▶ steps (or budget, or Ctrl-C)
+
+Each segment is one `model.fit` call on a dataset that starts at the current
+step (data is a pure function of seed and step, see dataset.py), so resuming
+at step k replays exactly what an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from charlm import corpus as corpus_module
+from charlm.config import DEFAULT_STEPS, Config, ConfigError, load_config, save_config
+from charlm.dataset import evaluation_dataset, training_dataset
+from charlm.errors import TrainingError
+from charlm.devices import choose_strategy, describe_device, resolve_jit, resolve_precision
+from charlm.model import build_model, estimated_bytes, parameter_count
+from charlm.rundir import RunDir, RunError, TrainState, read_state
+
+# Keys that may differ between a run's saved config and the one given with --resume.
+RESUMABLE_CHANGES = {"train.steps", "train.epochs", "train.time_budget_s",
+                     "train.eval_interval", "train.keep_checkpoints",
+                     "train.early_stopping_patience", "train.run_dir", "data.val_max_chars"}
+MEMORY_LIMIT_FRACTION = 0.8
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    state: TrainState
+    stopped_by: str  # "steps", "time budget", "early stopping", "interrupted"
+    history: list = field(default_factory=list)
+
+
+class SilentReporter:
+    """What train() tells the user; the CLI passes a Rich one."""
+
+    def start(self, total_steps: int, step: int) -> None: ...
+    def advance(self, step: int, loss: float, chars_per_s: float) -> None: ...
+    def evaluated(self, step: int, val_loss: float | None) -> None: ...
+    def message(self, text: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class StopRequest:
+    """Set by SIGINT/SIGTERM, the time budget or early stopping; read at step boundaries."""
+
+    def __init__(self):
+        self.reason: str | None = None
+
+    def handle_signal(self, signum, frame):
+        if self.reason == "interrupted" and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: leave now
+        self.reason = "interrupted"
+
+
+class StepMonitor(keras.callbacks.Callback):
+    """Per step: progress, non-finite loss, stop requests and the time budget."""
+
+    def __init__(self, run: "Run", first_step: int):
+        super().__init__()
+        self.run = run
+        self.step = first_step
+        self.started = time.perf_counter()
+        self.segment_loss = math.nan
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        loss = float(logs["loss"])  # the mean over this segment so far
+        if not math.isfinite(loss):
+            self.run.nonfinite_step = self.step
+            self.model.stop_training = True
+            return
+        self.segment_loss = loss
+        chars = (batch + 1) * self.run.chars_per_step
+        self.run.reporter.advance(self.step, loss, chars / (time.perf_counter() - self.started))
+        if self.run.over_budget():
+            self.run.stop.reason = self.run.stop.reason or "time budget"
+        if self.run.stop.reason:
+            self.model.stop_training = True
+
+
+class Run:
+    """One invocation of `charlm train`: holds what the loop's steps share."""
+
+    def __init__(self, config: Config, run_dir: RunDir, reporter):
+        self.config = config
+        self.run_dir = run_dir
+        self.reporter = reporter
+        self.stop = StopRequest()
+        self.nonfinite_step: int | None = None
+        self.chars_per_step = config.train.batch_size * config.train.seq_length
+        self.started = time.perf_counter()
+        self.state = TrainState()
+        self.elapsed_before = 0.0
+
+    def over_budget(self) -> bool:
+        budget = self.config.train.time_budget_s
+        return budget is not None and time.perf_counter() - self.started >= budget
+
+
+def train(config: Config, resume: str | Path | None = None, reporter=None) -> TrainResult:
+    """Train (or resume) the run `config` describes; returns where it stopped and why."""
+    reporter = reporter or SilentReporter()
+    run_dir = RunDir(resume or config.train.run_dir)
+    run_dir.lock()
+    try:
+        return train_locked(config, run_dir, resume is not None, reporter)
+    finally:
+        reporter.close()
+        run_dir.unlock()
+
+
+def train_locked(config: Config, run_dir: RunDir, resuming: bool, reporter) -> TrainResult:
+    run_dir.remove_partial_saves()
+    checkpoint = check_run_dir(config, run_dir, resuming)
+    vocab = corpus_module.Vocabulary.load(run_dir.vocab_path) if resuming else None
+    prepared = corpus_module.prepare_corpus(config.data, config.train.seq_length, vocab,
+                                            reporter_progress(reporter))
+    check_memory(config, prepared.vocab.size)
+    resolve_precision(config.train.precision, reporter)
+    strategy = choose_strategy(reporter)
+    total = resolve_total_steps(config, len(prepared.train))
+    with strategy.scope():
+        model = load_or_build(config, prepared.vocab.size, checkpoint, total)
+    run = Run(config, run_dir, reporter)
+    if checkpoint:
+        run.state = read_state(checkpoint)
+        run.elapsed_before = run.state.elapsed_s
+        reporter.message(f"resuming {run_dir.path} at step {run.state.step}")
+    else:
+        run_dir.check_writable(needed_bytes=3 * model_file_bytes(model))
+        save_config(config, run_dir.config_path)
+        prepared.vocab.save(run_dir.vocab_path)
+    reporter.message(f"{describe_device()}; model {model.name}: "
+                     f"{parameter_count(model):,} parameters; vocabulary {prepared.vocab.size}; "
+                     f"{len(prepared.train):,} training characters")
+    return run_loop(run, model, prepared, total)
+
+
+def check_run_dir(config: Config, run_dir: RunDir, resuming: bool) -> Path | None:
+    """The checkpoint to resume from, or None for a new run; refuses to overwrite a run."""
+    if not resuming:
+        if run_dir.has_checkpoints() or run_dir.best_model_path.exists():
+            raise RunError(f"run directory {run_dir.path} already holds a run; resume it with "
+                           f"--resume {run_dir.path} or set train.run_dir to a new directory")
+        return None
+    checkpoint = run_dir.latest_checkpoint()
+    if checkpoint is None or not run_dir.vocab_path.exists():
+        raise RunError(f"--resume {run_dir.path}: no checkpoint there to resume from")
+    if run_dir.config_path.exists():
+        check_resumable(config, load_config(run_dir.config_path))
+    return checkpoint
+
+
+def check_resumable(config: Config, saved: Config) -> None:
+    """Refuse a resume whose config changes the model, the data or the optimizer."""
+    new, old = flatten(config.to_dict()), flatten(saved.to_dict())
+    changed = [k for k in new if new[k] != old.get(k) and k not in RESUMABLE_CHANGES
+               and not k.startswith("sample.")]
+    if changed:
+        k = changed[0]
+        raise ConfigError(f"--resume: {k} is {new[k]!r} here but {old.get(k)!r} in the run; "
+                          f"a resumed run keeps its model, data and optimizer settings "
+                          f"(only {', '.join(sorted(RESUMABLE_CHANGES))} may change)")
+
+
+def flatten(tree: dict) -> dict:
+    return {f"{section}.{k}": v for section, values in tree.items() for k, v in values.items()}
+
+
+def check_memory(config: Config, vocab_size: int) -> None:
+    """Refuse, with the estimate, a model that cannot fit in this machine's memory."""
+    need = estimated_bytes(config.model, vocab_size, config.train.batch_size,
+                           config.train.seq_length)
+    total = physical_memory_bytes()
+    if total and need > MEMORY_LIMIT_FRACTION * total:
+        raise ConfigError(f"this model needs about {need / 2**30:.1f} GiB to train but the "
+                          f"machine has {total / 2**30:.1f} GiB; lower model.units, "
+                          f"model.layers, train.batch_size or train.seq_length")
+
+
+def physical_memory_bytes() -> int | None:
+    try:
+        import os
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def model_file_bytes(model: keras.Model) -> int:
+    """A checkpoint holds the weights and (Adam) two optimizer slots, in float32."""
+    return 3 * 4 * parameter_count(model) + 1_000_000
+
+
+def load_or_build(config: Config, vocab_size: int, checkpoint: Path | None,
+                  total_steps: int) -> keras.Model:
+    if checkpoint is not None:
+        return load_training_model(checkpoint / "model.keras")
+    model = build_model(config.model, vocab_size, config.train.seed)
+    model.compile(optimizer=build_optimizer(config, total_steps),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=resolve_jit(config.train.jit_compile))
+    return model
+
+
+def load_training_model(path: Path) -> keras.Model:
+    from charlm.checkpoint import load_model
+    return load_model(path, compile=True)
+
+
+def build_optimizer(config: Config, total_steps: int) -> keras.optimizers.Optimizer:
+    train_config = config.train
+    rate = learning_rate_schedule(train_config, total_steps)
+    clip = {"global_clipnorm": train_config.clip_norm} if train_config.clip_norm > 0 else {}
+    if train_config.optimizer == "adam":
+        return keras.optimizers.Adam(rate, **clip)
+    if train_config.optimizer == "adamw":
+        return keras.optimizers.AdamW(rate, weight_decay=train_config.weight_decay, **clip)
+    if train_config.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(rate, **clip)
+    return keras.optimizers.SGD(rate, momentum=0.9, **clip)
+
+
+def learning_rate_schedule(train_config, total_steps: int):
+    rate = train_config.learning_rate
+    if train_config.schedule == "cosine":
+        warmup = min(train_config.warmup_steps, total_steps - 1)
+        return keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup else rate,
+            decay_steps=max(1, total_steps - warmup), alpha=train_config.min_lr_fraction,
+            warmup_target=rate if warmup else None, warmup_steps=warmup)
+    if train_config.schedule == "exponential":
+        return keras.optimizers.schedules.ExponentialDecay(
+            rate, decay_steps=train_config.decay_steps, decay_rate=train_config.decay_rate)
+    return rate
+
+
+def resolve_total_steps(config: Config, train_chars: int) -> int:
+    if config.train.epochs is not None:
+        per_step = config.train.batch_size * config.train.seq_length
+        return max(1, math.ceil(config.train.epochs * train_chars / per_step))
+    return config.train.steps or DEFAULT_STEPS
+
+
+def reporter_progress(reporter):
+    return getattr(reporter, "corpus_progress", None)
+
+
+# ---------------------------------------------------------------- the loop
+
+def run_loop(run: Run, model: keras.Model, prepared, total: int) -> TrainResult:
+    config = run.config.train
+    val_data = evaluation_dataset(prepared.val, config.batch_size, config.seq_length) \
+        if prepared.val is not None else None
+    writer = tf.summary.create_file_writer(str(run.run_dir.tensorboard_path))
+    run.reporter.start(total, run.state.step)
+    stopped_by = "steps"
+    with signal_handlers(run.stop):
+        while run.state.step < total:
+            train_loss = fit_segment(run, model, prepared, total)
+            if run.nonfinite_step is not None:
+                raise TrainingError(nonfinite_message(run))
+            evaluate_and_save(run, model, val_data, train_loss, writer)
+            if run.stop.reason:
+                stopped_by = run.stop.reason
+                break
+    if stopped_by == "steps" and not run.run_dir.latest_checkpoint():
+        evaluate_and_save(run, model, val_data, math.nan, writer)
+    return TrainResult(run.run_dir.path, run.state, stopped_by, run.run_dir.history())
+
+
+def fit_segment(run: Run, model: keras.Model, prepared, total: int) -> float:
+    """Train up to the next evaluation step; returns the mean training loss of the segment."""
+    config = run.config.train
+    start = run.state.step
+    stop = min(total, (start // config.eval_interval + 1) * config.eval_interval)
+    data = training_dataset(prepared.train, config.batch_size, config.seq_length, config.seed,
+                            start, stop)
+    monitor = StepMonitor(run, start)
+    model.fit(data, steps_per_epoch=stop - start, epochs=1, verbose=0, shuffle=False,
+              callbacks=[monitor])
+    run.state.step = int(model.optimizer.iterations.numpy())
+    return monitor.segment_loss
+
+
+def evaluate_and_save(run: Run, model, val_data, train_loss: float, writer) -> None:
+    state, config = run.state, run.config.train
+    val_loss = float(model.evaluate(val_data, verbose=0, return_dict=True)["loss"]) \
+        if val_data is not None else None
+    improved = val_loss is None or state.best_val_loss is None or val_loss < state.best_val_loss
+    if improved:
+        state.best_val_loss, state.best_step, state.evals_since_best = val_loss, state.step, 0
+    else:
+        state.evals_since_best += 1
+    state.elapsed_s = run.elapsed_before + time.perf_counter() - run.started
+    run.run_dir.save_checkpoint(model, state, config.keep_checkpoints)
+    if improved:
+        run.run_dir.save_best(model)
+    record = {"step": state.step, "train_loss": nan_to_none(train_loss), "val_loss": val_loss,
+              "learning_rate": current_learning_rate(model), "elapsed_s": round(state.elapsed_s, 2)}
+    run.run_dir.append_history(record)
+    write_tensorboard(writer, record)
+    run.reporter.evaluated(state.step, val_loss)
+    patience = config.early_stopping_patience
+    if patience and state.evals_since_best >= patience and not run.stop.reason:
+        run.stop.reason = "early stopping"
+
+
+def current_learning_rate(model) -> float:
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+    rate = optimizer.learning_rate
+    return float(rate.numpy() if hasattr(rate, "numpy") else rate)
+
+
+def write_tensorboard(writer, record: dict) -> None:
+    with writer.as_default(step=record["step"]):
+        for name in ("train_loss", "val_loss", "learning_rate"):
+            if record[name] is not None:
+                tf.summary.scalar(name, record[name])
+    writer.flush()
+
+
+def nan_to_none(value: float):
+    return None if value is None or not math.isfinite(value) else value
+
+
+def nonfinite_message(run: Run) -> str:
+    kept = run.run_dir.latest_checkpoint()
+    kept_text = f"the last good checkpoint {kept} is kept" if kept else "nothing was saved"
+    return (f"the training loss became non-finite (NaN or inf) at step {run.nonfinite_step}; "
+            f"{kept_text}; lower train.learning_rate or train.clip_norm and resume")
+
+
+class signal_handlers:
+    """SIGINT and SIGTERM request a stop at the next step boundary (main thread only)."""
+
+    def __init__(self, stop: StopRequest):
+        self.stop = stop
+        self.previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self.stop.handle_signal)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
