@@ -43,6 +43,22 @@ def recurrent_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return [layer for layer in model.layers if isinstance(layer, keras.layers.RNN)]
 
 
+def rng_states(model: keras.Model) -> list[list[int]]:
+    """The dropout layers' random-generator states. Keras does not save them in .keras
+    files, so a checkpoint keeps them itself: without them a resumed run would draw
+    different dropout masks than an uninterrupted one."""
+    return [layer.seed_generator.state.numpy().tolist() for layer in dropout_layers(model)]
+
+
+def restore_rng_states(model: keras.Model, states: list[list[int]]) -> None:
+    for layer, state in zip(dropout_layers(model), states):
+        layer.seed_generator.state.assign(state)
+
+
+def dropout_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+
+
 def parameter_count(model: keras.Model) -> int:
     return int(sum(w.numpy().size for w in model.trainable_weights))
 

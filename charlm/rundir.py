@@ -45,6 +45,7 @@ class TrainState:
     best_step: int | None = None
     evals_since_best: int = 0
     elapsed_s: float = 0.0
+    rng_states: list | None = None  # dropout generators' states (see model.rng_states)
     version: int = STATE_VERSION
 
 
@@ -63,7 +64,11 @@ class RunDir:
     # ------------------------------------------------------------ one writer at a time
     def lock(self) -> None:
         """Take the run's lock; the OS releases it when the process ends, even by kill -9."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RunError(f"run directory {self.path} cannot be created ({error.strerror}); "
+                           f"choose another train.run_dir") from None
         self.lock_file = open(self.path / ".lock", "a+")
         try:
             fcntl.flock(self.lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -24,7 +24,8 @@ from charlm.config import DEFAULT_STEPS, Config, ConfigError, load_config, save_
 from charlm.dataset import evaluation_dataset, training_dataset
 from charlm.errors import TrainingError
 from charlm.devices import choose_strategy, describe_device, resolve_jit, resolve_precision
-from charlm.model import build_model, estimated_bytes, parameter_count
+from charlm.model import (build_model, estimated_bytes, parameter_count, restore_rng_states,
+                          rng_states)
 from charlm.rundir import RunDir, RunError, TrainState, read_state
 
 # Keys that may differ between a run's saved config and the one given with --resume.
@@ -137,6 +138,7 @@ def train_locked(config: Config, run_dir: RunDir, resuming: bool, reporter) -> T
     if checkpoint:
         run.state = read_state(checkpoint)
         run.elapsed_before = run.state.elapsed_s
+        restore_rng_states(model, run.state.rng_states or [])
         reporter.message(f"resuming {run_dir.path} at step {run.state.step}")
     else:
         run_dir.check_writable(needed_bytes=3 * model_file_bytes(model))
@@ -304,6 +306,7 @@ def evaluate_and_save(run: Run, model, val_data, train_loss: float, writer) -> N
     else:
         state.evals_since_best += 1
     state.elapsed_s = run.elapsed_before + time.perf_counter() - run.started
+    state.rng_states = rng_states(model)
     run.run_dir.save_checkpoint(model, state, config.keep_checkpoints)
     if improved:
         run.run_dir.save_best(model)

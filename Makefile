@@ -1,0 +1,27 @@
+# Every target installs what it needs into .venv first (Python 3.10+; no GPU needed).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench install clean
+
+# The main job: train a small model on the built-in corpus (a minute or two), then sample.
+demo: $(STAMP)
+	rm -rf runs/demo
+	$(BIN)/charlm train configs/tiny.yaml --set train.run_dir=runs/demo
+	$(BIN)/charlm sample --checkpoint runs/demo --length 400 --seed 1
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

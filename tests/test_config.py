@@ -1,0 +1,69 @@
+import pytest
+
+from charlm.config import ConfigError, config_keys_markdown, load_config
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_overrides():
+    config = load_config(None, ["model.cell=gru", "train.batch_size=32", "data.corpus=a.txt"])
+    assert (config.model.cell, config.train.batch_size, config.data.corpus) == ("gru", 32, "a.txt")
+    assert config.model.layers == 2
+
+
+def test_yaml_file_is_read(tmp_path):
+    config = load_config(write(tmp_path, "model:\n  cell: simple_rnn\n  units: 7\n"))
+    assert (config.model.cell, config.model.units) == ("simple_rnn", 7)
+
+
+def test_override_beats_file(tmp_path):
+    config = load_config(write(tmp_path, "model:\n  cell: lstm\n"), ["model.cell=gru"])
+    assert config.model.cell == "gru"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("model:\n  unitz: 3\n", "did you mean model.units"),
+    ("modle:\n  units: 3\n", "did you mean model"),
+    ("model:\n  units: many\n", "model.units must be a whole number; got 'many'"),
+    ("model:\n  units: -3\n", "model.units must be between 1 and 65536; got -3"),
+    ("model:\n  units: 0\n", "model.units must be between 1 and 65536; got 0"),
+    ("model:\n  cell: lstn\n", "did you mean lstm"),
+    ("model:\n  dropout: 1.5\n", "model.dropout must be between 0.0 and 0.95"),
+    ("train:\n  learning_rate: true\n", "train.learning_rate must be a number"),
+    ("train:\n  steps: 10\n  epochs: 2\n", "keep one of them"),
+    ("model: [1, 2]\n", "must be a mapping"),
+    ("- just\n- a list\n", "must be a mapping of sections"),
+    ("model:\n  cell: [lstm\n", "not valid YAML at line"),
+    ("data:\n  corpus: 5\n", "data.corpus must be a path"),
+])
+def test_bad_configs_name_the_key(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        load_config(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.cels=gru", "did you mean model.cell"),
+    ("nosection.x=1", "unknown config section"),
+    ("model.cell", "section.key=value"),
+    ("train.batch_size=-1", "train.batch_size must be between 1 and"),
+])
+def test_bad_overrides(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_every_key_is_in_the_readme():
+    from pathlib import Path
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for row in config_keys_markdown().splitlines()[2:]:
+        key = row.split("`")[1]
+        assert f"`{key}`" in readme, f"{key} is not documented in the README"

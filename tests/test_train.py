@@ -1,0 +1,150 @@
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from charlm.config import ConfigError
+from charlm.rundir import RunDir, RunError
+from charlm.train import SilentReporter, TrainingError, train
+from tests.conftest import tiny_config
+
+
+class InterruptAt(SilentReporter):
+    """Sends this process SIGINT after step `step`, like a user pressing Ctrl-C."""
+
+    def __init__(self, step):
+        self.at = step
+
+    def advance(self, step, loss, chars_per_s):
+        if step == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_train_writes_a_self_describing_run(tmp_path, corpus_file):
+    result = train(tiny_config(corpus_file, tmp_path / "run"))
+    run = RunDir(tmp_path / "run")
+    assert result.stopped_by == "steps" and result.state.step == 12
+    assert run.best_model_path.exists() and run.vocab_path.exists() and run.config_path.exists()
+    assert [p.name for p in run.checkpoints()] == ["step-00000006", "step-00000012"]
+    history = run.history()
+    assert [h["step"] for h in history] == [6, 12]
+    assert all(np.isfinite(h["val_loss"]) for h in history)
+    assert any(run.tensorboard_path.iterdir())
+    vocab = json.loads(run.vocab_path.read_text())
+    assert "λ" in vocab["chars"] and vocab["unknown_id"] == len(vocab["chars"])
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tmp_path, corpus_file, dropout):
+    settings = ("model.cell=lstm", f"model.dropout={dropout}", "train.steps=20",
+                "train.eval_interval=10", "train.schedule=cosine", "train.warmup_steps=4")
+    whole = train(tiny_config(corpus_file, tmp_path / "whole", *settings))
+    first = train(tiny_config(corpus_file, tmp_path / "split", *settings), reporter=InterruptAt(7))
+    assert first.stopped_by == "interrupted" and first.state.step == 7
+    resumed = train(tiny_config(corpus_file, tmp_path / "split", *settings),
+                    resume=tmp_path / "split")
+    assert resumed.state.step == 20
+    expected = {h["step"]: h["val_loss"] for h in whole.history}
+    got = {h["step"]: h["val_loss"] for h in resumed.history}
+    for step in (10, 20):
+        assert got[step] == pytest.approx(expected[step], rel=1e-5, abs=1e-6)
+
+
+def test_a_second_run_into_the_same_directory_is_refused(tmp_path, corpus_file):
+    train(tiny_config(corpus_file, tmp_path / "run", "train.steps=6"))
+    with pytest.raises(RunError, match="already holds a run"):
+        train(tiny_config(corpus_file, tmp_path / "run"))
+
+
+def test_resume_refuses_a_changed_model(tmp_path, corpus_file):
+    train(tiny_config(corpus_file, tmp_path / "run", "train.steps=6"))
+    with pytest.raises(ConfigError, match="model.units is 32 here but 16 in the run"):
+        train(tiny_config(corpus_file, tmp_path / "run", "model.units=32"), resume=tmp_path / "run")
+
+
+def test_resume_of_nothing_is_refused(tmp_path, corpus_file):
+    with pytest.raises(RunError, match="no checkpoint there"):
+        train(tiny_config(corpus_file, tmp_path / "empty"), resume=tmp_path / "empty")
+
+
+def test_run_directory_in_use_is_refused(tmp_path, corpus_file):
+    holder = RunDir(tmp_path / "run")
+    holder.lock()
+    try:
+        with pytest.raises(RunError, match="in use by charlm train"):
+            train(tiny_config(corpus_file, tmp_path / "run"))
+    finally:
+        holder.unlock()
+    train(tiny_config(corpus_file, tmp_path / "run", "train.steps=6"))  # the lock is free again
+
+
+def test_time_budget_stops_cleanly_and_saves(tmp_path, corpus_file):
+    result = train(tiny_config(corpus_file, tmp_path / "run", "train.steps=100000",
+                               "train.time_budget_s=0.001"))
+    assert result.stopped_by == "time budget" and 1 <= result.state.step < 100000
+    assert RunDir(tmp_path / "run").latest_checkpoint() is not None
+
+
+def test_early_stopping(tmp_path, corpus_file):
+    result = train(tiny_config(corpus_file, tmp_path / "run", "train.learning_rate=0.0",
+                               "train.steps=60", "train.eval_interval=2",
+                               "train.early_stopping_patience=2"))
+    assert result.stopped_by == "early stopping" and result.state.step == 6
+
+
+def test_non_finite_loss_stops_and_keeps_the_good_checkpoint(tmp_path, corpus_file):
+    run = tmp_path / "run"
+    train(tiny_config(corpus_file, run, "train.steps=6"))
+    good = (run / "checkpoints" / "step-00000006" / "model.keras").read_bytes()
+    # Poison the model's weights so the next step's loss is NaN.
+    import keras
+    model = keras.saving.load_model(run / "checkpoints" / "step-00000006" / "model.keras")
+    model.get_layer("logits").kernel.assign(np.full(model.get_layer("logits").kernel.shape, np.nan))
+    model.save(run / "poisoned.keras")
+    os.replace(run / "poisoned.keras", run / "checkpoints" / "step-00000006" / "model.keras")
+    with pytest.raises(TrainingError, match="non-finite .* at step 7"):
+        train(tiny_config(corpus_file, run, "train.steps=12"), resume=run)
+    assert [p.name for p in RunDir(run).checkpoints()] == ["step-00000006"]
+    assert good != b""
+
+
+def test_partial_saves_from_a_killed_process_are_cleaned(tmp_path, corpus_file):
+    run = tmp_path / "run"
+    train(tiny_config(corpus_file, run, "train.steps=6"))
+    (run / "checkpoints" / ".tmp-crashed").mkdir()
+    (run / "checkpoints" / ".tmp-crashed" / "model.keras").write_bytes(b"half")
+    train(tiny_config(corpus_file, run, "train.steps=12"), resume=run)
+    assert not (run / "checkpoints" / ".tmp-crashed").exists()
+
+
+def test_model_too_large_for_memory_is_refused(tmp_path, corpus_file):
+    with pytest.raises(ConfigError, match="needs about .* GiB"):
+        train(tiny_config(corpus_file, tmp_path / "run", "model.units=60000", "model.layers=8"))
+
+
+def test_unwritable_run_directory_is_refused_before_training(tmp_path, corpus_file):
+    (tmp_path / "a-file").write_text("not a directory")  # unwritable even for root
+    with pytest.raises(RunError, match="cannot be created"):
+        train(tiny_config(corpus_file, tmp_path / "a-file" / "run"))
+
+
+def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, corpus_file, monkeypatch):
+    import errno
+
+    import keras
+    run = tmp_path / "run"
+    train(tiny_config(corpus_file, run, "train.steps=6"))
+
+    def full_disk(self, path, *args, **kwargs):
+        open(path, "wb").write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(keras.Model, "save", full_disk)
+    with pytest.raises(RunError, match="disk is full; the previous checkpoint .*step-00000006"):
+        train(tiny_config(corpus_file, run, "train.steps=12"), resume=run)
+    monkeypatch.undo()
+    assert [p.name for p in RunDir(run).checkpoints()] == ["step-00000006"]
+    assert not list((run / "checkpoints").glob(".tmp-*"))
+    keras.saving.load_model(run / "checkpoints" / "step-00000006" / "model.keras")
