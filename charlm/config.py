@@ -62,7 +62,8 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    run_dir: str = key("runs/default", "Where checkpoints, vocabulary, history and logs go.")
+    run_dir: str = key("runs/default", "Where checkpoints, vocabulary, history and logs go. "
+                       "Unset in a config file: `runs/<config file name>`.")
     batch_size: int = key(64, "Sequences per step (the global batch under distribution).",
                           minimum=1, maximum=1_000_000)
     seq_length: int = key(100, "Characters per sequence (steps of backprop through time).",
@@ -134,7 +135,10 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     raw = read_yaml(path) if path is not None else {}
     for override in overrides:
         apply_override(raw, override)
-    return config_from_dict(raw)
+    config = config_from_dict(raw)
+    if path is not None and "run_dir" not in (raw.get("train") or {}):
+        config.train.run_dir = f"runs/{Path(path).stem}"  # a run per config file
+    return config
 
 
 def read_yaml(path: str | Path) -> dict:

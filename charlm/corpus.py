@@ -20,6 +20,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,11 +117,17 @@ def builtin_corpus(name: str, what: str) -> Path:
     import sys
     from pydoc_data import topics
 
-    path = cache_dir() / f"builtin-pydoc-{sys.version_info[0]}.{sys.version_info[1]}.txt"
+    path = cache_dir() / f"builtin-pydoc-{sys.version_info[0]}.{sys.version_info[1]}.v2.txt"
     if not path.exists():
         text = "\n\n".join(topics.topics[key] for key in sorted(topics.topics))
+        # Its ASCII-art tables (long runs of "-" and " ") teach a small model little but
+        # to draw borders; prose, grammar and code examples stay.
+        text = TABLE_LINE.sub("", text)
         write_atomic(path, text.encode("utf-8"))
     return path
+
+
+TABLE_LINE = re.compile(r"^[ \t]*(\+[-=+]+\+|\|.*\|)[ \t]*\n", re.MULTILINE)
 
 
 def readable_mode(directory: bool = False) -> int:

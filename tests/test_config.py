@@ -67,3 +67,11 @@ def test_every_key_is_in_the_readme():
     for row in config_keys_markdown().splitlines()[2:]:
         key = row.split("`")[1]
         assert f"`{key}`" in readme, f"{key} is not documented in the README"
+
+
+def test_run_dir_defaults_to_the_config_name(tmp_path):
+    path = tmp_path / "my-run.yaml"
+    path.write_text("model:\n  cell: gru\n")
+    assert load_config(path).train.run_dir == "runs/my-run"
+    path.write_text("train:\n  run_dir: elsewhere\n")
+    assert load_config(path).train.run_dir == "elsewhere"

@@ -1,0 +1,282 @@
+"""End to end through the real `charlm` command (Typer app in-process, or a subprocess
+where signals and process death are the point)."""
+
+import hashlib
+import http.server
+import subprocess
+import sys
+import threading
+import time
+from functools import partial
+
+import pytest
+from typer.testing import CliRunner
+
+from charlm import fetch
+from charlm.cli import app
+from tests.conftest import TINY_SETTINGS, generated_text
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def sets(*settings):
+    return [part for s in settings for part in ("--set", s)]
+
+
+def one_clean_error(result, fragment):
+    """A user error: exit 2, one line on stderr naming the problem, no traceback."""
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("charlm: error:"), result.stderr
+    assert fragment in lines[0], lines[0]
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("cell", ["simple_rnn", "lstm", "gru"])
+def test_train_resume_sample_eval_info_for_each_cell(tmp_path, corpus_file, cell):
+    run = tmp_path / "run"
+    settings = sets(*TINY_SETTINGS, f"model.cell={cell}", f"data.corpus={corpus_file}",
+                    f"train.run_dir={run}", "train.steps=6")
+    result = invoke("train", *settings)
+    assert result.exit_code == 0, result.output
+    assert "parameters" in result.stderr and "stopped by steps at step 6" in result.stderr
+
+    result = invoke("train", "--resume", run, *sets("train.steps=12"))
+    assert result.exit_code == 0, result.output
+    assert "resuming" in result.stderr and "at step 12" in result.stderr
+
+    result = invoke("sample", "--checkpoint", run, "--length", 50, "--seed", 3, "--prime", "the")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("the") and len(result.stdout) == 3 + 50 + 1
+    assert "chars/s" in result.stderr
+    again = invoke("sample", "--checkpoint", run, "--length", 50, "--seed", 3, "--prime", "the")
+    assert again.stdout == result.stdout
+
+    result = invoke("eval", "--checkpoint", run, corpus_file)
+    assert result.exit_code == 0, result.output
+    nats, bits = float(result.stdout.split()[0]), float(result.stdout.split()[2])
+    assert 0 < nats < 6 and bits == pytest.approx(nats / 0.693147, rel=1e-3)
+
+    result = invoke("info", "--checkpoint", run)
+    assert result.exit_code == 0 and f"cell: {cell}" in result.stdout
+    assert "steps: 12" in result.stdout
+
+
+def test_sample_options(trained_run):
+    result = invoke("sample", "-c", trained_run, "--length", 30, "--num-samples", 3,
+                    "--top-k", 5, "--top-p", 0.9, "--temperature", 1.2, "--seed", 1)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("--- sample") == 2
+    argmax = invoke("sample", "-c", trained_run, "--length", 30, "--argmax")
+    zero = invoke("sample", "-c", trained_run, "--length", 30, "--temperature", 0)
+    assert argmax.stdout == zero.stdout
+
+
+def test_unknown_prime_characters_warn(trained_run):
+    result = invoke("sample", "-c", trained_run, "--length", 10, "--prime", "the 🐍", "--seed", 1)
+    assert result.exit_code == 0 and "warning" in result.stderr and "🐍" in result.stderr
+    assert result.stdout.startswith("the ")
+
+
+@pytest.mark.parametrize("option, value, fragment", [
+    ("--length", -1, "--length must be 0 or more"),
+    ("--top-p", 2, "--top-p must be above 0 and at most 1"),
+    ("--top-p", 0, "--top-p must be above 0"),
+    ("--top-k", -2, "--top-k must be 0"),
+    ("--temperature", -1, "--temperature must be 0"),
+    ("--num-samples", 0, "--num-samples must be at least 1"),
+])
+def test_bad_sampling_options(trained_run, option, value, fragment):
+    one_clean_error(invoke("sample", "-c", trained_run, option, value), fragment)
+
+
+def test_missing_and_corrupt_checkpoints(tmp_path, trained_run):
+    one_clean_error(invoke("sample", "-c", tmp_path / "nowhere"), "does not exist")
+    (tmp_path / "empty").mkdir()
+    one_clean_error(invoke("info", "-c", tmp_path / "empty"), "holds no model.keras")
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "model.keras").write_bytes(b"not a zip file")
+    (corrupt / "vocab.json").write_text((trained_run / "vocab.json").read_text())
+    one_clean_error(invoke("sample", "-c", corrupt), "not a loadable charlm model")
+
+
+def test_checkpoint_from_a_different_vocabulary(tmp_path, trained_run):
+    import shutil
+    other = tmp_path / "other"
+    shutil.copytree(trained_run, other)
+    (other / "vocab.json").write_text('{"chars": ["a", "b"]}')
+    one_clean_error(invoke("sample", "-c", other), "different vocabulary")
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("model:\n  cell: [lstm\n", "not valid YAML"),
+    ("model:\n  units: -5\n", "model.units must be between 1"),
+    ("model:\n  cells: lstm\n", "did you mean model.cell"),
+    ("train:\n  batch_size: lots\n", "train.batch_size must be a whole number"),
+])
+def test_bad_config_files(tmp_path, content, fragment):
+    path = tmp_path / "c.yaml"
+    path.write_text(content)
+    one_clean_error(invoke("train", path), fragment)
+
+
+def bad_corpus_cases(tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "short.txt").write_text("too short")
+    (tmp_path / "binary.bin").write_bytes(b"\x7fELF\0\0\0\x01")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
+    (tmp_path / "nodir").mkdir()
+    return [("empty.txt", "is empty"), ("short.txt", "fewer than one sequence"),
+            ("binary.bin", "binary"), ("latin1.txt", "invalid UTF-8 at byte offset 3"),
+            ("nodir", "holds no text files"), ("absent.txt", "does not exist")]
+
+
+def test_bad_corpora(tmp_path):
+    for name, fragment in bad_corpus_cases(tmp_path):
+        result = invoke("train", *sets(*TINY_SETTINGS, f"data.corpus={tmp_path / name}",
+                                       f"train.run_dir={tmp_path / 'run'}"))
+        one_clean_error(result, fragment)
+
+
+def test_set_on_a_key_that_does_not_exist():
+    one_clean_error(invoke("train", "--set", "model.unitz=5"), "did you mean model.units")
+
+
+def test_eval_of_missing_file(trained_run, tmp_path):
+    one_clean_error(invoke("eval", "-c", trained_run, tmp_path / "none.txt"), "is not a file")
+
+
+def test_data_stats(tmp_path):
+    (tmp_path / "a.txt").write_text("hello λλ")
+    result = invoke("data", "stats", tmp_path / "a.txt", "--top", 2)
+    assert result.exit_code == 0
+    assert "characters: 8" in result.stdout and "distinct characters: 6" in result.stdout
+    assert "'l' 2" in result.stdout and "'λ' 2" in result.stdout
+
+
+@pytest.fixture
+def local_server(tmp_path):
+    """An HTTP server on 127.0.0.1 serving tmp_path/served."""
+    served = tmp_path / "served"
+    served.mkdir()
+    class QuietHandler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = partial(QuietHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_data_fetch_verifies_the_download(tmp_path, local_server, monkeypatch):
+    served, base = local_server
+    text = generated_text(5000).encode()
+    (served / "input.txt").write_bytes(text)
+    known = dict(fetch.KNOWN_CORPORA["tinyshakespeare"], sha256=hashlib.sha256(text).hexdigest())
+    monkeypatch.setitem(fetch.KNOWN_CORPORA, "tinyshakespeare", known)
+    result = invoke("data", "fetch", "tinyshakespeare", "--dest", tmp_path / "data",
+                    "--url", f"{base}/input.txt")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "data" / "tinyshakespeare.txt").read_bytes() == text
+
+
+def test_data_fetch_refuses_a_wrong_file(tmp_path, local_server):
+    served, base = local_server
+    (served / "input.txt").write_text("not shakespeare")
+    result = invoke("data", "fetch", "tinyshakespeare", "--dest", tmp_path / "data",
+                    "--url", f"{base}/input.txt")
+    one_clean_error(result, "has sha256")
+    assert not (tmp_path / "data" / "tinyshakespeare.txt").exists()
+    one_clean_error(invoke("data", "fetch", "nosuch"), "unknown corpus")
+
+
+# ---------------------------------------------------------------- real processes
+
+def charlm_process(*args):
+    return subprocess.Popen([sys.executable, "-m", "charlm.cli", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(predicate, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_signal_saves_and_prints_the_resume_command(tmp_path, corpus_file, signum):
+    import signal
+    run = tmp_path / "run"
+    process = charlm_process("train", *sets(*TINY_SETTINGS, f"data.corpus={corpus_file}",
+                                            f"train.run_dir={run}", "train.steps=1000000",
+                                            "train.eval_interval=100000"))
+    wait_for(lambda: (run / "history.jsonl").exists() or process.poll() is not None or
+             (run / "config.yaml").exists())
+    time.sleep(3)  # let it train some steps
+    process.send_signal(getattr(signal, signum))
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert f"resume with: charlm train --resume {run}" in err
+    assert "Traceback" not in err
+    from charlm.rundir import RunDir
+    assert RunDir(run).latest_checkpoint() is not None
+
+
+def test_kill_9_while_saving_leaves_a_loadable_checkpoint(tmp_path, corpus_file):
+    """Kill training at random moments while it saves every step; the newest checkpoint
+    is always complete, and the run resumes from it."""
+    import random
+
+    import keras
+
+    from charlm.rundir import RunDir, read_state
+    run = tmp_path / "run"
+    settings = sets(*TINY_SETTINGS, f"data.corpus={corpus_file}", f"train.run_dir={run}",
+                    "train.steps=1000000", "train.eval_interval=1", "train.keep_checkpoints=2")
+    rng = random.Random(0)
+    for attempt in range(3):
+        args = ["train", *settings] if attempt == 0 else ["train", "--resume", run]
+        before = RunDir(run).latest_checkpoint()
+        process = charlm_process(*args)
+        wait_for(lambda: RunDir(run).latest_checkpoint() not in (None, before))
+        time.sleep(rng.uniform(0.0, 1.0))
+        process.kill()
+        process.wait()
+        latest = RunDir(run).latest_checkpoint()
+        assert read_state(latest).step >= 1
+        keras.saving.load_model(latest / "model.keras")
+    result = invoke("train", "--resume", run, *sets("train.steps=1"))  # resumable
+    assert result.exit_code == 0, result.output
+
+
+def test_second_writer_is_refused_while_the_first_runs(tmp_path, corpus_file):
+    run = tmp_path / "run"
+    process = charlm_process("train", *sets(*TINY_SETTINGS, f"data.corpus={corpus_file}",
+                                            f"train.run_dir={run}", "train.steps=1000000",
+                                            "train.eval_interval=100000"))
+    try:
+        wait_for(lambda: (run / "config.yaml").exists())
+        result = invoke("train", "--resume", run)
+        one_clean_error(result, "is in use by charlm train (pid")
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_a_user_error_from_the_real_command_has_no_traceback(tmp_path):
+    completed = subprocess.run([sys.executable, "-m", "charlm.cli", "sample", "--checkpoint",
+                                str(tmp_path / "nothing")], capture_output=True, text=True)
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines() == [
+        f"charlm: error: --checkpoint {tmp_path / 'nothing'} does not exist; give a run "
+        f"directory (train.run_dir of a finished run)"]
