@@ -280,3 +280,24 @@ def test_a_user_error_from_the_real_command_has_no_traceback(tmp_path):
     assert completed.stderr.strip().splitlines() == [
         f"charlm: error: --checkpoint {tmp_path / 'nothing'} does not exist; give a run "
         f"directory (train.run_dir of a finished run)"]
+
+
+def test_a_second_ctrl_c_exits_at_once(monkeypatch):
+    """The first SIGINT asks for a stop at the next step; a second one leaves at once,
+    and the command exits 130 without a traceback."""
+    import signal
+
+    from charlm import train as train_module
+    stop = train_module.StopRequest()
+    stop.handle_signal(signal.SIGINT, None)
+    assert stop.reason == "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        stop.handle_signal(signal.SIGINT, None)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "train", interrupted)
+    result = invoke("train")
+    assert result.exit_code == 130 and "charlm: interrupted" in result.stderr
+    assert "Traceback" not in result.output
