@@ -28,8 +28,9 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-CHUNK_BYTES = 1 << 24
+CHUNK_BYTES = 1 << 22  # 4 MiB: large enough for speed, small enough for constant memory
 UNICODE_SIZE = 0x110000
+BYTE_ORDER_MARK = 0xFEFF
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_CORPORA = ("pydoc",)
 VOCAB_VERSION = 1
@@ -154,13 +155,14 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 # ---------------------------------------------------------------- reading text
 
-def read_text_chunks(path: Path, errors: str = "strict") -> Iterator[tuple[str, int]]:
-    """Yield (text, bytes of the file on disk read so far) in chunks.
+def read_code_points(path: Path, errors: str = "strict") -> Iterator[tuple[np.ndarray, int]]:
+    """Yield (code points of a chunk, bytes of the file on disk read so far).
 
-    Invalid UTF-8 raises a CorpusError naming the byte offset (strict), or
-    becomes U+FFFD (replace). A UTF-8 byte-order mark is dropped.
+    Invalid UTF-8 raises a CorpusError naming the byte offset (strict), or becomes
+    U+FFFD (replace). A UTF-8 byte-order mark at the start is dropped. Chunks of
+    pure ASCII skip decoding: their bytes are their code points.
     """
-    decoder = codecs.getincrementaldecoder("utf-8-sig")(errors)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors)
     consumed = 0  # bytes handed to the decoder so far
     with open_bytes(path) as stream:
         while True:
@@ -169,15 +171,20 @@ def read_text_chunks(path: Path, errors: str = "strict") -> Iterator[tuple[str, 
             except (OSError, EOFError) as error:
                 raise CorpusError(f"{path}: cannot be read ({error})") from None
             held_back = len(decoder.getstate()[0])  # an incomplete character from last chunk
-            try:
-                text = decoder.decode(data, final=not data)
-            except UnicodeDecodeError as error:
-                offset = consumed - held_back + error.start
-                raise CorpusError(f"{path}: invalid UTF-8 at byte offset {offset}; fix the file "
-                                  f"or set data.encoding_errors: replace") from None
+            if consumed and data.isascii() and not held_back:
+                points = np.frombuffer(data, dtype=np.uint8)
+            else:
+                try:
+                    points = code_points(decoder.decode(data, final=not data))
+                except UnicodeDecodeError as error:
+                    offset = consumed - held_back + error.start
+                    raise CorpusError(f"{path}: invalid UTF-8 at byte offset {offset}; fix "
+                                      f"the file or set data.encoding_errors: replace") from None
+            if not consumed and len(points) and points[0] == BYTE_ORDER_MARK:
+                points = points[1:]
             consumed += len(data)
-            if text:
-                yield text, disk_position(stream)
+            if len(points):
+                yield points, disk_position(stream)
             if not data:
                 return
 
@@ -275,9 +282,9 @@ def scan_corpus(files: list[Path], errors: str = "strict",
         data = json.loads(cache.read_text(encoding="utf-8"))
         return CorpusStats(files, data["bytes"], data["chars"], data["counts"])
     counts = np.zeros(UNICODE_SIZE, dtype=np.int64)
-    for text, _ in stream_text(files, errors, progress):
-        points = np.bincount(code_points(text))
-        counts[:len(points)] += points
+    for points in stream_code_points(files, errors, progress):
+        found = np.bincount(points)
+        counts[:len(found)] += found
     present = np.flatnonzero(counts)
     stats = CorpusStats(files, sum(p.stat().st_size for p in files), int(counts.sum()),
                         {chr(c): int(counts[c]) for c in present})
@@ -286,16 +293,15 @@ def scan_corpus(files: list[Path], errors: str = "strict",
     return stats
 
 
-def stream_text(files: list[Path], errors: str, progress: Progress | None):
-    """Yield (text, path) chunks over all files, reporting bytes read to `progress`."""
+def stream_code_points(files: list[Path], errors: str, progress: Progress | None):
+    """Yield code-point chunks over all files, reporting bytes read to `progress`."""
     total = sum(p.stat().st_size for p in files)
     done = 0
     for path in files:
-        position = 0
-        for text, position in read_text_chunks(path, errors):
+        for points, position in read_code_points(path, errors):
             if progress:
                 progress(done + position, total)
-            yield text, path
+            yield points
         done += path.stat().st_size
     if progress:
         progress(total, total)
@@ -337,8 +343,8 @@ def encode_corpus(files: list[Path], vocab: Vocabulary, errors: str = "strict",
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         try:
             with os.fdopen(fd, "wb") as out:
-                for text, _ in stream_text(files, errors, progress):
-                    out.write(vocab.encode(text).astype(dtype).tobytes())
+                for points in stream_code_points(files, errors, progress):
+                    out.write(vocab.lookup[points].astype(dtype).tobytes())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

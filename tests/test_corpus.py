@@ -30,7 +30,14 @@ def test_chunk_boundaries_inside_a_character(tmp_path, monkeypatch):
     path = tmp_path / "t.txt"
     text = "aλbλλc日本"
     path.write_text(text, encoding="utf-8")
-    assert "".join(t for t, _ in corpus.read_text_chunks(path)) == text
+    chunks = [points for points, _ in corpus.read_code_points(path)]
+    assert len(chunks) > 1 and "".join(map(chr, np.concatenate(chunks))) == text
+
+
+def test_byte_order_mark_is_dropped(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_bytes("\ufeffhello".encode("utf-8"))
+    assert corpus.scan_corpus([path]).chars == 5
 
 
 def test_invalid_utf8_names_the_offset(tmp_path):
