@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench bench-data install clean
 
 # The main job: train a small model on the built-in corpus (a minute or two), then sample.
 demo: $(STAMP)
@@ -25,3 +25,8 @@ $(STAMP): pyproject.toml
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
+
+# Streaming at scale: peak memory 1 MB vs 2 GB corpus, time to first step, pass MB/s,
+# pipeline batches/s (generates the corpora in a temporary directory; run it alone).
+bench-data: $(STAMP)
+	$(BIN)/python -m charlm.bench_data --gigabytes 2

@@ -10,6 +10,7 @@ import keras
 
 from charlm.config import Config, load_config
 from charlm.corpus import Vocabulary
+from charlm.model import is_stateful, stateless_copy
 from charlm.rundir import RunDir, RunError, TrainState, read_state
 
 
@@ -33,6 +34,8 @@ def load_checkpoint(path: str | Path, compile: bool = False) -> Checkpoint:
     config = load_config(run.config_path) if run.config_path.exists() else Config()
     model = load_model(model_path, compile=compile)
     check_vocabulary(model, vocab, model_path)
+    if is_stateful(model):  # a contiguous-training checkpoint: fixed batch, carried state
+        model = stateless_copy(model, config.model, vocab.size)
     latest = run.latest_checkpoint()
     state = read_state(latest) if latest else None
     return Checkpoint(model, vocab, config, run_dir, model_path, state)

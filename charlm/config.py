@@ -89,6 +89,11 @@ class TrainConfig:
     weight_decay: float = key(0.01, "AdamW weight decay.", minimum=0.0, maximum=1.0)
     clip_norm: float = key(5.0, "Global-norm gradient clipping (0 turns it off).", minimum=0.0)
     seed: int = key(0, "Seed for initialisation, data order and dropout.", minimum=0)
+    windows: str = key("random", "`random`: each sequence starts at a random place (as nanoGPT). "
+                       "`contiguous`: row i of step n+1 continues where row i of step n "
+                       "ended and the recurrent state is carried across steps (truncated "
+                       "backprop through time, as char-rnn); reset at each pass over the text.",
+                       choices=["random", "contiguous"])
     eval_interval: int = key(200, "Steps between validation evaluations and checkpoints.",
                              minimum=1)
     keep_checkpoints: int = key(2, "How many of the latest checkpoints to keep (the best one "

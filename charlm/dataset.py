@@ -1,9 +1,10 @@
-"""tf.data pipelines over token files: random training windows and sequential evaluation windows.
+"""tf.data pipelines over token files: training windows and sequential evaluation windows.
 
-Training batch `step` is a pure function of (seed, step): its windows start at
-offsets drawn from a generator seeded with both. Resuming at step k therefore
-needs nothing but k — no iterator state, no RNG state to save — and every run
-with the same seed sees the same data in the same order.
+Training batch `step` is a pure function of (seed, step). Random windows start at
+offsets drawn from a generator seeded with both; contiguous windows cut the text
+into `batch_size` lanes and step n reads the n-th piece of every lane. Resuming at
+step k therefore needs nothing but k — no iterator state, no RNG state to save —
+and every run with the same seed sees the same data in the same order.
 """
 
 from __future__ import annotations
@@ -23,19 +24,33 @@ def window_starts(split: Split, batch_size: int, seq_length: int, seed: int,
     return split.start + rng.integers(0, len(split) - seq_length, size=batch_size)
 
 
-def training_batch(split: Split, batch_size: int, seq_length: int, seed: int, step: int):
+def lane_steps(split: Split, batch_size: int, seq_length: int) -> int:
+    """Contiguous windows: steps in one pass over the text (each lane read once)."""
+    return (len(split) // batch_size - 1) // seq_length
+
+
+def lane_starts(split: Split, batch_size: int, seq_length: int, step: int) -> np.ndarray:
+    """Contiguous windows: row i of step n+1 starts where row i of step n ended."""
+    lane_length = len(split) // batch_size
+    offset = (step % lane_steps(split, batch_size, seq_length)) * seq_length
+    return split.start + np.arange(batch_size, dtype=np.int64) * lane_length + offset
+
+
+def training_batch(split: Split, batch_size: int, seq_length: int, seed: int, step: int,
+                   windows: str = "random"):
     """(inputs, targets) of batch `step`: targets are the inputs shifted by one character."""
-    rows = split.tokens.read_windows(window_starts(split, batch_size, seq_length, seed, step),
-                                     seq_length + 1)
+    starts = lane_starts(split, batch_size, seq_length, step) if windows == "contiguous" \
+        else window_starts(split, batch_size, seq_length, seed, step)
+    rows = split.tokens.read_windows(starts, seq_length + 1)
     return rows[:, :-1], rows[:, 1:]
 
 
 def training_dataset(split: Split, batch_size: int, seq_length: int, seed: int,
-                     start_step: int, stop_step: int) -> tf.data.Dataset:
+                     start_step: int, stop_step: int, windows: str = "random") -> tf.data.Dataset:
     """Batches `start_step` .. `stop_step - 1`, read from disk in parallel, in order."""
 
     def load(step):
-        return training_batch(split, batch_size, seq_length, seed, int(step))
+        return training_batch(split, batch_size, seq_length, seed, int(step), windows)
 
     def load_tensor(step):
         inputs, targets = tf.numpy_function(load, [step], [tf.int32, tf.int32])

@@ -20,13 +20,20 @@ RECURRENT_LAYERS = {
 }
 
 
-def build_model(config: ModelConfig, vocab_size: int, seed: int = 0) -> keras.Model:
-    """A Functional model of `config`; weights are initialised from `seed`."""
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input(shape=(None,), dtype="int32", name="tokens")
+def build_model(config: ModelConfig, vocab_size: int, seed: int | None = 0,
+                stateful_batch_size: int | None = None) -> keras.Model:
+    """A Functional model of `config`; weights are initialised from `seed`.
+
+    With `stateful_batch_size`, the recurrent layers keep their state from one batch
+    to the next (contiguous training); the batch size is then fixed.
+    """
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    inputs = keras.Input(shape=(None,), dtype="int32", name="tokens",
+                         batch_size=stateful_batch_size)
     x = keras.layers.Embedding(vocab_size, config.embedding_dim, name="embedding")(inputs)
     for index in range(config.layers):
-        x = recurrent_layer(config, f"{config.cell}_{index}")(x)
+        x = recurrent_layer(config, f"{config.cell}_{index}", stateful_batch_size is not None)(x)
         if config.dropout > 0:
             x = keras.layers.Dropout(config.dropout, seed=seed + index,
                                      name=f"dropout_{index}")(x)
@@ -35,8 +42,40 @@ def build_model(config: ModelConfig, vocab_size: int, seed: int = 0) -> keras.Mo
     return keras.Model(inputs, logits, name=f"charlm_{config.cell}")
 
 
-def recurrent_layer(config: ModelConfig, name: str) -> keras.layers.Layer:
-    return RECURRENT_LAYERS[config.cell](config.units, return_sequences=True, name=name)
+def recurrent_layer(config: ModelConfig, name: str, stateful: bool = False) -> keras.layers.Layer:
+    return RECURRENT_LAYERS[config.cell](config.units, return_sequences=True, stateful=stateful,
+                                         name=name)
+
+
+def stateless_copy(model: keras.Model, config: ModelConfig, vocab_size: int) -> keras.Model:
+    """The same weights in a model that takes any batch size and starts every call from a
+    zero state: what evaluation, sampling and model.keras use."""
+    copy = build_model(config, vocab_size, seed=None)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def is_stateful(model: keras.Model) -> bool:
+    return any(layer.stateful for layer in recurrent_layers(model))
+
+
+def recurrent_states(model: keras.Model) -> list:
+    """The carried states of stateful layers (contiguous training), as numpy arrays."""
+    return [state.numpy() for layer in recurrent_layers(model) if layer.stateful
+            for state in layer.states]
+
+
+def restore_recurrent_states(model: keras.Model, states: list) -> None:
+    variables = [state for layer in recurrent_layers(model) if layer.stateful
+                 for state in layer.states]
+    for variable, value in zip(variables, states):
+        variable.assign(value)
+
+
+def reset_recurrent_states(model: keras.Model) -> None:
+    for layer in recurrent_layers(model):
+        if layer.stateful:
+            layer.reset_state()
 
 
 def recurrent_layers(model: keras.Model) -> list[keras.layers.Layer]:

@@ -7,6 +7,7 @@
       checkpoints/step-00001000/  the latest checkpoints, for resuming
           model.keras             model + optimizer state (step, schedule position, moments)
           state.json              step, best validation loss, elapsed time, ...
+          carried_states.npz      contiguous training only: the recurrent states
       history.jsonl               one JSON line per evaluation
       tensorboard/                TensorBoard logs
       .lock                       held while a `charlm train` writes here
@@ -26,6 +27,8 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import numpy as np
 
 from charlm.corpus import readable_mode
 
@@ -124,8 +127,10 @@ class RunDir:
         for p in self.path.glob(f"{TMP_PREFIX}*"):
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
-    def save_checkpoint(self, model, state: TrainState, keep: int) -> Path:
-        """Save model + optimizer + state as checkpoints/step-N, atomically, then prune."""
+    def save_checkpoint(self, model, state: TrainState, keep: int,
+                        carried_states: list | None = None) -> Path:
+        """Save model + optimizer + state (+ the recurrent states carried between steps in
+        contiguous training) as checkpoints/step-N, atomically, then prune."""
         final = self.checkpoints_path / f"{CHECKPOINT_PREFIX}{state.step:08d}"
         self.checkpoints_path.mkdir(parents=True, exist_ok=True)
         if final.exists():
@@ -133,6 +138,8 @@ class RunDir:
         tmp = Path(tempfile.mkdtemp(dir=self.checkpoints_path, prefix=TMP_PREFIX))
         try:
             model.save(tmp / "model.keras")
+            if carried_states:
+                np.savez(tmp / "carried_states.npz", *carried_states)
             write_json(tmp / "state.json", asdict(state))
             fsync_dir(tmp)
             os.chmod(tmp, readable_mode(directory=True))
@@ -177,6 +184,14 @@ class RunDir:
         if not self.history_path.exists():
             return []
         return [json.loads(line) for line in self.history_path.read_text().splitlines() if line]
+
+
+def read_carried_states(checkpoint: Path) -> list:
+    path = checkpoint / "carried_states.npz"
+    if not path.exists():
+        return []
+    with np.load(path) as arrays:
+        return [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
 
 
 def read_state(checkpoint: Path) -> TrainState:

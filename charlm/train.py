@@ -21,12 +21,13 @@ import tensorflow as tf
 
 from charlm import corpus as corpus_module
 from charlm.config import DEFAULT_STEPS, Config, ConfigError, load_config, save_config
-from charlm.dataset import evaluation_dataset, training_dataset
+from charlm.dataset import evaluation_dataset, lane_steps, training_dataset
 from charlm.errors import TrainingError
 from charlm.devices import choose_strategy, describe_device, resolve_jit, resolve_precision
-from charlm.model import (build_model, estimated_bytes, parameter_count, restore_rng_states,
-                          rng_states)
-from charlm.rundir import RunDir, RunError, TrainState, read_state
+from charlm.model import (build_model, estimated_bytes, is_stateful, parameter_count,
+                          recurrent_states, reset_recurrent_states, restore_recurrent_states,
+                          restore_rng_states, rng_states, stateless_copy)
+from charlm.rundir import RunDir, RunError, TrainState, read_carried_states, read_state
 
 # Keys that may differ between a run's saved config and the one given with --resume.
 RESUMABLE_CHANGES = {"train.steps", "train.epochs", "train.time_budget_s",
@@ -75,6 +76,11 @@ class StepMonitor(keras.callbacks.Callback):
         self.started = time.perf_counter()
         self.segment_loss = math.nan
 
+    def on_train_batch_begin(self, batch, logs=None):
+        # Contiguous training: every lane starts again from the top of its text.
+        if self.run.steps_per_pass and self.step % self.run.steps_per_pass == 0:
+            reset_recurrent_states(self.model)
+
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
         loss = float(logs["loss"])  # the mean over this segment so far
@@ -104,6 +110,8 @@ class Run:
         self.started = time.perf_counter()
         self.state = TrainState()
         self.elapsed_before = 0.0
+        self.steps_per_pass = 0  # contiguous training: steps in one pass over the text
+        self.eval_model = None  # contiguous training: a stateless twin for evaluation
 
     def over_budget(self) -> bool:
         budget = self.config.train.time_budget_s
@@ -139,11 +147,25 @@ def train_locked(config: Config, run_dir: RunDir, resuming: bool, reporter) -> T
         run.state = read_state(checkpoint)
         run.elapsed_before = run.state.elapsed_s
         restore_rng_states(model, run.state.rng_states or [])
+        restore_recurrent_states(model, read_carried_states(checkpoint))
         reporter.message(f"resuming {run_dir.path} at step {run.state.step}")
     else:
         run_dir.check_writable(needed_bytes=3 * model_file_bytes(model))
         save_config(config, run_dir.config_path)
         prepared.vocab.save(run_dir.vocab_path)
+    if is_stateful(model):
+        run.steps_per_pass = lane_steps(prepared.train, config.train.batch_size,
+                                        config.train.seq_length)
+        if run.steps_per_pass < 1:
+            need = config.train.batch_size * (config.train.seq_length + 1)
+            raise corpus_module.CorpusError(
+                f"contiguous windows need at least train.batch_size x (train.seq_length + 1) "
+                f"= {need} training characters, the corpus has {len(prepared.train)}; give "
+                f"more text, lower them, or set train.windows: random")
+        run.eval_model = stateless_copy(model, config.model, prepared.vocab.size)
+        # Sharing the optimizer makes model.keras carry its state, as in random-window runs.
+        run.eval_model.compile(optimizer=model.optimizer, loss=model.loss,
+                               jit_compile=resolve_jit(config.train.jit_compile))
     reporter.message(f"{describe_device()}; model {model.name}: "
                      f"{parameter_count(model):,} parameters; vocabulary {prepared.vocab.size}; "
                      f"{len(prepared.train):,} training characters")
@@ -209,7 +231,9 @@ def load_or_build(config: Config, vocab_size: int, checkpoint: Path | None,
                   total_steps: int) -> keras.Model:
     if checkpoint is not None:
         return load_training_model(checkpoint / "model.keras")
-    model = build_model(config.model, vocab_size, config.train.seed)
+    contiguous = config.train.windows == "contiguous"
+    model = build_model(config.model, vocab_size, config.train.seed,
+                        stateful_batch_size=config.train.batch_size if contiguous else None)
     model.compile(optimizer=build_optimizer(config, total_steps),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=resolve_jit(config.train.jit_compile))
@@ -288,7 +312,7 @@ def fit_segment(run: Run, model: keras.Model, prepared, total: int) -> float:
     start = run.state.step
     stop = min(total, (start // config.eval_interval + 1) * config.eval_interval)
     data = training_dataset(prepared.train, config.batch_size, config.seq_length, config.seed,
-                            start, stop)
+                            start, stop, config.windows)
     monitor = StepMonitor(run, start)
     model.fit(data, steps_per_epoch=stop - start, epochs=1, verbose=0, shuffle=False,
               callbacks=[monitor])
@@ -298,7 +322,11 @@ def fit_segment(run: Run, model: keras.Model, prepared, total: int) -> float:
 
 def evaluate_and_save(run: Run, model, val_data, train_loss: float, writer) -> None:
     state, config = run.state, run.config.train
-    val_loss = float(model.evaluate(val_data, verbose=0, return_dict=True)["loss"]) \
+    stateless = model
+    if run.eval_model is not None:
+        run.eval_model.set_weights(model.get_weights())
+        stateless = run.eval_model
+    val_loss = float(stateless.evaluate(val_data, verbose=0, return_dict=True)["loss"]) \
         if val_data is not None else None
     improved = val_loss is None or state.best_val_loss is None or val_loss < state.best_val_loss
     if improved:
@@ -307,9 +335,9 @@ def evaluate_and_save(run: Run, model, val_data, train_loss: float, writer) -> N
         state.evals_since_best += 1
     state.elapsed_s = run.elapsed_before + time.perf_counter() - run.started
     state.rng_states = rng_states(model)
-    run.run_dir.save_checkpoint(model, state, config.keep_checkpoints)
+    run.run_dir.save_checkpoint(model, state, config.keep_checkpoints, recurrent_states(model))
     if improved:
-        run.run_dir.save_best(model)
+        run.run_dir.save_best(stateless)
     record = {"step": state.step, "train_loss": nan_to_none(train_loss), "val_loss": val_loss,
               "learning_rate": current_learning_rate(model), "elapsed_s": round(state.elapsed_s, 2)}
     run.run_dir.append_history(record)

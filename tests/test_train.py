@@ -148,3 +148,46 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, corpus_f
     assert [p.name for p in RunDir(run).checkpoints()] == ["step-00000006"]
     assert not list((run / "checkpoints").glob(".tmp-*"))
     keras.saving.load_model(run / "checkpoints" / "step-00000006" / "model.keras")
+
+
+def test_contiguous_windows_continue_each_lane(tmp_path):
+    from charlm import corpus
+    from charlm.corpus import Split
+    from charlm.dataset import lane_steps, training_batch
+    path = tmp_path / "t.txt"
+    path.write_text("".join(chr(97 + i % 26) for i in range(4 * 50)))
+    vocab = corpus.scan_corpus([path]).vocabulary()
+    split = Split(corpus.encode_corpus([path], vocab), 0, 200)
+    assert lane_steps(split, 4, 10) == 4  # lanes of 50: (50 - 1) // 10
+    first, _ = training_batch(split, 4, 10, 0, 0, "contiguous")
+    second, _ = training_batch(split, 4, 10, 0, 1, "contiguous")
+    wrapped, _ = training_batch(split, 4, 10, 0, 4, "contiguous")
+    for row in range(4):
+        lane = vocab.decode(split.tokens.read(row * 50, 50))
+        assert vocab.decode(first[row]) + vocab.decode(second[row]) == lane[:20]
+    assert (wrapped == first).all()  # a new pass starts the lanes again
+
+
+def test_contiguous_training_carries_state_and_resumes_exactly(tmp_path, corpus_file):
+    settings = ("train.windows=contiguous", "model.cell=lstm", "train.steps=20",
+                "train.eval_interval=10")
+    whole = train(tiny_config(corpus_file, tmp_path / "whole", *settings))
+    first = train(tiny_config(corpus_file, tmp_path / "split", *settings), reporter=InterruptAt(7))
+    assert (tmp_path / "split" / "checkpoints" / "step-00000007" / "carried_states.npz").exists()
+    resumed = train(tiny_config(corpus_file, tmp_path / "split", *settings),
+                    resume=tmp_path / "split")
+    expected = {h["step"]: h["val_loss"] for h in whole.history}
+    got = {h["step"]: h["val_loss"] for h in resumed.history}
+    assert first.state.step == 7
+    for step in (10, 20):
+        assert got[step] == pytest.approx(expected[step], rel=1e-5, abs=1e-6)
+    import keras
+    best = keras.saving.load_model(tmp_path / "whole" / "model.keras")
+    assert best.input_shape == (None, None)  # model.keras takes any batch size
+
+
+def test_contiguous_needs_enough_text(tmp_path, corpus_file):
+    from charlm.corpus import CorpusError
+    with pytest.raises(CorpusError, match="contiguous windows need at least"):
+        train(tiny_config(corpus_file, tmp_path / "run", "train.windows=contiguous",
+                          "train.batch_size=2000"))
