@@ -64,19 +64,34 @@ def train(
         "--set", help="Override a key: --set model.cell=gru (repeatable).")] = None,
     resume: Annotated[Optional[Path], typer.Option(
         help="Continue the run in this directory from its latest checkpoint.")] = None,
+    workers: Annotated[int, typer.Option(
+        help="Start this many local worker processes (MultiWorkerMirroredStrategy on "
+             "127.0.0.1) to try distributed training on one machine.")] = 1,
 ):
     """Train a model: stream the corpus, fit, evaluate and checkpoint into train.run_dir."""
     from charlm.config import load_config
+    from charlm.distribute import is_chief, launch_local_workers
     from charlm.progress import RichReporter
+    from charlm.train import SilentReporter
     from charlm.train import train as run_training
 
     with user_errors():
         if config is None and resume is not None:
             config = resume / "config.yaml"
         settings = load_config(config, set_ or [])
+        if workers < 1:
+            fail(f"--workers must be at least 1; got {workers}")
+        if workers > 1:
+            forwarded = [str(config)] if config else []
+            forwarded += [part for item in set_ or [] for part in ("--set", item)]
+            forwarded += ["--resume", str(resume)] if resume else []
+            raise typer.Exit(launch_local_workers(workers, forwarded))
         if resume is not None:
             settings.train.run_dir = str(resume)
-        result = run_training(settings, resume=resume, reporter=RichReporter())
+        reporter = RichReporter() if is_chief() else SilentReporter()
+        result = run_training(settings, resume=resume, reporter=reporter)
+    if not is_chief():
+        return
     state = result.state
     best = f"{state.best_val_loss:.4f}" if state.best_val_loss is not None else "n/a"
     say(f"stopped by {result.stopped_by} at step {state.step}; best validation loss {best} "

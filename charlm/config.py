@@ -103,6 +103,12 @@ class TrainConfig:
                                        optional=True)
     precision: str = key("auto", "`auto` is mixed_float16 on a GPU and float32 on a CPU.",
                          choices=["auto", "float32", "mixed_float16", "mixed_bfloat16"])
+    distribute: str = key("auto", "`none`: one device. `mirrored`: all GPUs of this machine "
+                          "(tf.distribute.MirroredStrategy). `multi_worker`: several machines "
+                          "configured by TF_CONFIG (MultiWorkerMirroredStrategy). `auto`: "
+                          "multi_worker when TF_CONFIG names a cluster, mirrored when there "
+                          "are several GPUs, else none.",
+                          choices=["auto", "none", "mirrored", "multi_worker"])
     jit_compile: str = key("auto", "XLA compilation: `auto` uses it on CPU (where it is faster) "
                            "and not with cuDNN layers (which cannot be compiled).",
                            choices=["auto", "on", "off"])

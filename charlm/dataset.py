@@ -37,25 +37,28 @@ def lane_starts(split: Split, batch_size: int, seq_length: int, step: int) -> np
 
 
 def training_batch(split: Split, batch_size: int, seq_length: int, seed: int, step: int,
-                   windows: str = "random"):
-    """(inputs, targets) of batch `step`: targets are the inputs shifted by one character."""
+                   windows: str = "random", rows: slice = slice(None)):
+    """(inputs, targets) of batch `step` (only `rows` of it, for one distributed worker):
+    targets are the inputs shifted by one character."""
     starts = lane_starts(split, batch_size, seq_length, step) if windows == "contiguous" \
         else window_starts(split, batch_size, seq_length, seed, step)
-    rows = split.tokens.read_windows(starts, seq_length + 1)
-    return rows[:, :-1], rows[:, 1:]
+    windows_read = split.tokens.read_windows(starts[rows], seq_length + 1)
+    return windows_read[:, :-1], windows_read[:, 1:]
 
 
 def training_dataset(split: Split, batch_size: int, seq_length: int, seed: int,
-                     start_step: int, stop_step: int, windows: str = "random") -> tf.data.Dataset:
+                     start_step: int, stop_step: int, windows: str = "random",
+                     rows: slice = slice(None)) -> tf.data.Dataset:
     """Batches `start_step` .. `stop_step - 1`, read from disk in parallel, in order."""
+    row_count = len(range(batch_size)[rows])
 
     def load(step):
-        return training_batch(split, batch_size, seq_length, seed, int(step), windows)
+        return training_batch(split, batch_size, seq_length, seed, int(step), windows, rows)
 
     def load_tensor(step):
         inputs, targets = tf.numpy_function(load, [step], [tf.int32, tf.int32])
-        inputs.set_shape((batch_size, seq_length))
-        targets.set_shape((batch_size, seq_length))
+        inputs.set_shape((row_count, seq_length))
+        targets.set_shape((row_count, seq_length))
         return inputs, targets
 
     return (tf.data.Dataset.range(start_step, stop_step)

@@ -1,4 +1,4 @@
-"""Which device trains: the GPU(s) when present, the CPU otherwise; precision and XLA."""
+"""Which device trains (the GPU when present, the CPU otherwise), precision and XLA."""
 
 from __future__ import annotations
 
@@ -8,13 +8,6 @@ import tensorflow as tf
 
 def gpus() -> list:
     return tf.config.list_physical_devices("GPU")
-
-
-def choose_strategy(reporter=None) -> tf.distribute.Strategy:
-    """All visible GPUs through MirroredStrategy when there are several, else the default."""
-    if len(gpus()) > 1:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
 
 
 def describe_device() -> str:
@@ -36,9 +29,10 @@ def resolve_precision(precision: str, reporter=None) -> str:
     return precision
 
 
-def resolve_jit(setting: str) -> bool:
-    """XLA on the CPU (about twice as fast there); off on a GPU, where cuDNN kernels win
-    and cannot be compiled by XLA anyway."""
+def resolve_jit(setting: str, replicas: int = 1) -> bool:
+    """XLA on one CPU (about twice as fast there); off on a GPU, where cuDNN kernels win
+    and cannot be compiled by XLA anyway, and off across replicas (a step holds
+    cross-device reductions)."""
     if setting == "auto":
-        return not gpus()
+        return not gpus() and replicas == 1
     return setting == "on"

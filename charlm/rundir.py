@@ -56,6 +56,7 @@ class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.lock_file = None
+        self.summary_writer = None
 
     config_path = property(lambda self: self.path / "config.yaml")
     vocab_path = property(lambda self: self.path / "vocab.json")
@@ -175,10 +176,28 @@ class RunDir:
         found = self.checkpoints()
         return found[-1] if found else None
 
-    # ------------------------------------------------------------ history
+    # ------------------------------------------------------------ what a run writes besides
+    def save_config(self, config) -> None:
+        from charlm.config import save_config
+        save_config(config, self.config_path)
+
+    def save_vocab(self, vocab) -> None:
+        vocab.save(self.vocab_path)
+
     def append_history(self, record: dict) -> None:
         with open(self.history_path, "a", encoding="utf-8") as stream:
             stream.write(json.dumps(record) + "\n")
+        self.write_tensorboard(record)
+
+    def write_tensorboard(self, record: dict) -> None:
+        import tensorflow as tf
+        if self.summary_writer is None:
+            self.summary_writer = tf.summary.create_file_writer(str(self.tensorboard_path))
+        with self.summary_writer.as_default(step=record["step"]):
+            for name, value in record.items():
+                if name != "step" and value is not None:
+                    tf.summary.scalar(name, value)
+        self.summary_writer.flush()
 
     def history(self) -> list[dict]:
         if not self.history_path.exists():
@@ -222,3 +241,20 @@ def save_failure(error: OSError, kept: Path | None) -> str:
     reason = "the disk is full" if error.errno == errno.ENOSPC else error.strerror or str(error)
     kept_text = f"; the previous checkpoint {kept} is intact" if kept else ""
     return f"saving a checkpoint failed: {reason}{kept_text}"
+
+
+class WorkerRunDir(RunDir):
+    """The run directory as a non-chief worker of a distributed run sees it: it reads
+    (to resume) but writes nothing; the chief writes for everyone."""
+
+    def lock(self) -> None: ...
+    def unlock(self) -> None: ...
+    def check_writable(self, needed_bytes: int) -> None: ...
+    def remove_partial_saves(self) -> None: ...
+    def save_best(self, model) -> None: ...
+    def save_config(self, config) -> None: ...
+    def save_vocab(self, vocab) -> None: ...
+    def append_history(self, record: dict) -> None: ...
+
+    def save_checkpoint(self, model, state, keep, carried_states=None) -> Path | None:
+        return None

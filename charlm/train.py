@@ -9,6 +9,7 @@ at step k replays exactly what an uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import functools
 import math
 import signal
 import threading
@@ -23,11 +24,14 @@ from charlm import corpus as corpus_module
 from charlm.config import DEFAULT_STEPS, Config, ConfigError, load_config, save_config
 from charlm.dataset import evaluation_dataset, lane_steps, training_dataset
 from charlm.errors import TrainingError
-from charlm.devices import choose_strategy, describe_device, resolve_jit, resolve_precision
+from charlm.devices import describe_device, resolve_jit, resolve_precision
+from charlm.distribute import (choose_strategy, describe_strategy, distribute_training_data,
+                               is_chief, shard_evaluation_data)
 from charlm.model import (build_model, estimated_bytes, is_stateful, parameter_count,
                           recurrent_states, reset_recurrent_states, restore_recurrent_states,
                           restore_rng_states, rng_states, stateless_copy)
-from charlm.rundir import RunDir, RunError, TrainState, read_carried_states, read_state
+from charlm.rundir import (RunDir, RunError, TrainState, WorkerRunDir, read_carried_states,
+                           read_state)
 
 # Keys that may differ between a run's saved config and the one given with --resume.
 RESUMABLE_CHANGES = {"train.steps", "train.epochs", "train.time_budget_s",
@@ -69,10 +73,13 @@ class StopRequest:
 class StepMonitor(keras.callbacks.Callback):
     """Per step: progress, non-finite loss, stop requests and the time budget."""
 
-    def __init__(self, run: "Run", first_step: int):
+    def __init__(self, run: "Run", first_step: int, stop_mid_segment: bool = True):
         super().__init__()
         self.run = run
         self.step = first_step
+        # Workers of a multi-worker run must stop at the same step: they agree at the end
+        # of each segment instead (see agree_to_stop).
+        self.stop_mid_segment = stop_mid_segment
         self.started = time.perf_counter()
         self.segment_loss = math.nan
 
@@ -93,7 +100,7 @@ class StepMonitor(keras.callbacks.Callback):
         self.run.reporter.advance(self.step, loss, chars / (time.perf_counter() - self.started))
         if self.run.over_budget():
             self.run.stop.reason = self.run.stop.reason or "time budget"
-        if self.run.stop.reason:
+        if self.run.stop.reason and self.stop_mid_segment:
             self.model.stop_training = True
 
 
@@ -121,55 +128,81 @@ class Run:
 def train(config: Config, resume: str | Path | None = None, reporter=None) -> TrainResult:
     """Train (or resume) the run `config` describes; returns where it stopped and why."""
     reporter = reporter or SilentReporter()
-    run_dir = RunDir(resume or config.train.run_dir)
+    # The strategy comes first: MultiWorkerMirroredStrategy must exist before any TF op.
+    strategy = choose_strategy(config.train.distribute)
+    path = resume or config.train.run_dir
+    run_dir = RunDir(path) if is_chief() else WorkerRunDir(path)
     run_dir.lock()
     try:
-        return train_locked(config, run_dir, resume is not None, reporter)
+        return train_locked(config, run_dir, resume is not None, reporter, strategy)
     finally:
         reporter.close()
         run_dir.unlock()
 
 
-def train_locked(config: Config, run_dir: RunDir, resuming: bool, reporter) -> TrainResult:
+def train_locked(config: Config, run_dir: RunDir, resuming: bool, reporter,
+                 strategy) -> TrainResult:
     run_dir.remove_partial_saves()
     checkpoint = check_run_dir(config, run_dir, resuming)
     vocab = corpus_module.Vocabulary.load(run_dir.vocab_path) if resuming else None
     prepared = corpus_module.prepare_corpus(config.data, config.train.seq_length, vocab,
                                             reporter_progress(reporter))
     check_memory(config, prepared.vocab.size)
+    check_distributable(config, strategy)
     resolve_precision(config.train.precision, reporter)
-    strategy = choose_strategy(reporter)
     total = resolve_total_steps(config, len(prepared.train))
+    jit = resolve_jit(config.train.jit_compile, strategy.num_replicas_in_sync)
     with strategy.scope():
-        model = load_or_build(config, prepared.vocab.size, checkpoint, total)
+        model = load_or_build(config, prepared.vocab.size, checkpoint, total, jit)
     run = Run(config, run_dir, reporter)
     if checkpoint:
-        run.state = read_state(checkpoint)
-        run.elapsed_before = run.state.elapsed_s
-        restore_rng_states(model, run.state.rng_states or [])
-        restore_recurrent_states(model, read_carried_states(checkpoint))
-        reporter.message(f"resuming {run_dir.path} at step {run.state.step}")
+        resume_state(run, model, checkpoint)
     else:
         run_dir.check_writable(needed_bytes=3 * model_file_bytes(model))
-        save_config(config, run_dir.config_path)
-        prepared.vocab.save(run_dir.vocab_path)
+        run_dir.save_config(config)
+        run_dir.save_vocab(prepared.vocab)
     if is_stateful(model):
-        run.steps_per_pass = lane_steps(prepared.train, config.train.batch_size,
-                                        config.train.seq_length)
-        if run.steps_per_pass < 1:
-            need = config.train.batch_size * (config.train.seq_length + 1)
-            raise corpus_module.CorpusError(
-                f"contiguous windows need at least train.batch_size x (train.seq_length + 1) "
-                f"= {need} training characters, the corpus has {len(prepared.train)}; give "
-                f"more text, lower them, or set train.windows: random")
-        run.eval_model = stateless_copy(model, config.model, prepared.vocab.size)
-        # Sharing the optimizer makes model.keras carry its state, as in random-window runs.
-        run.eval_model.compile(optimizer=model.optimizer, loss=model.loss,
-                               jit_compile=resolve_jit(config.train.jit_compile))
-    reporter.message(f"{describe_device()}; model {model.name}: "
-                     f"{parameter_count(model):,} parameters; vocabulary {prepared.vocab.size}; "
-                     f"{len(prepared.train):,} training characters")
+        prepare_contiguous(run, model, prepared, jit)
+    reporter.message("; ".join(filter(None, [
+        describe_device(), describe_strategy(strategy),
+        f"model {model.name}: {parameter_count(model):,} parameters",
+        f"vocabulary {prepared.vocab.size}", f"{len(prepared.train):,} training characters"])))
     return run_loop(run, model, prepared, total)
+
+
+def resume_state(run: Run, model: keras.Model, checkpoint: Path) -> None:
+    """Step, best record and every random or carried state the checkpoint kept."""
+    run.state = read_state(checkpoint)
+    run.elapsed_before = run.state.elapsed_s
+    restore_rng_states(model, run.state.rng_states or [])
+    restore_recurrent_states(model, read_carried_states(checkpoint))
+    run.reporter.message(f"resuming {run.run_dir.path} at step {run.state.step}")
+
+
+def prepare_contiguous(run: Run, model: keras.Model, prepared, jit: bool) -> None:
+    """Contiguous windows: steps per pass over the text, and a stateless twin to evaluate."""
+    config = run.config
+    run.steps_per_pass = lane_steps(prepared.train, config.train.batch_size,
+                                    config.train.seq_length)
+    if run.steps_per_pass < 1:
+        need = config.train.batch_size * (config.train.seq_length + 1)
+        raise corpus_module.CorpusError(
+            f"contiguous windows need at least train.batch_size x (train.seq_length + 1) "
+            f"= {need} training characters, the corpus has {len(prepared.train)}; give "
+            f"more text, lower them, or set train.windows: random")
+    run.eval_model = stateless_copy(model, config.model, prepared.vocab.size)
+    # Sharing the optimizer makes model.keras carry its state, as in random-window runs.
+    run.eval_model.compile(optimizer=model.optimizer, loss=model.loss, jit_compile=jit)
+
+
+def check_distributable(config: Config, strategy) -> None:
+    replicas = strategy.num_replicas_in_sync
+    if config.train.batch_size % replicas:
+        raise ConfigError(f"train.batch_size {config.train.batch_size} must be a multiple of "
+                          f"the {replicas} replicas")
+    if replicas > 1 and config.train.windows == "contiguous":
+        raise ConfigError("train.windows: contiguous runs on one device only (its carried "
+                          "state has a fixed batch); use random windows to distribute")
 
 
 def check_run_dir(config: Config, run_dir: RunDir, resuming: bool) -> Path | None:
@@ -228,15 +261,17 @@ def model_file_bytes(model: keras.Model) -> int:
 
 
 def load_or_build(config: Config, vocab_size: int, checkpoint: Path | None,
-                  total_steps: int) -> keras.Model:
+                  total_steps: int, jit: bool) -> keras.Model:
     if checkpoint is not None:
-        return load_training_model(checkpoint / "model.keras")
+        model = load_training_model(checkpoint / "model.keras")
+        model.jit_compile = jit  # the device may have changed since the checkpoint
+        return model
     contiguous = config.train.windows == "contiguous"
     model = build_model(config.model, vocab_size, config.train.seed,
                         stateful_batch_size=config.train.batch_size if contiguous else None)
     model.compile(optimizer=build_optimizer(config, total_steps),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=resolve_jit(config.train.jit_compile))
+                  jit_compile=jit)
     return model
 
 
@@ -289,7 +324,8 @@ def run_loop(run: Run, model: keras.Model, prepared, total: int) -> TrainResult:
     config = run.config.train
     val_data = evaluation_dataset(prepared.val, config.batch_size, config.seq_length) \
         if prepared.val is not None else None
-    writer = tf.summary.create_file_writer(str(run.run_dir.tensorboard_path))
+    if val_data is not None and model.distribute_strategy.num_replicas_in_sync > 1:
+        val_data = shard_evaluation_data(val_data)
     run.reporter.start(total, run.state.step)
     stopped_by = "steps"
     with signal_handlers(run.stop):
@@ -297,12 +333,12 @@ def run_loop(run: Run, model: keras.Model, prepared, total: int) -> TrainResult:
             train_loss = fit_segment(run, model, prepared, total)
             if run.nonfinite_step is not None:
                 raise TrainingError(nonfinite_message(run))
-            evaluate_and_save(run, model, val_data, train_loss, writer)
-            if run.stop.reason:
-                stopped_by = run.stop.reason
+            evaluate_and_save(run, model, val_data, train_loss)
+            if agree_to_stop(model.distribute_strategy, run.stop.reason):
+                stopped_by = run.stop.reason or "another worker's stop"
                 break
     if stopped_by == "steps" and not run.run_dir.latest_checkpoint():
-        evaluate_and_save(run, model, val_data, math.nan, writer)
+        evaluate_and_save(run, model, val_data, math.nan)
     return TrainResult(run.run_dir.path, run.state, stopped_by, run.run_dir.history())
 
 
@@ -311,16 +347,19 @@ def fit_segment(run: Run, model: keras.Model, prepared, total: int) -> float:
     config = run.config.train
     start = run.state.step
     stop = min(total, (start // config.eval_interval + 1) * config.eval_interval)
-    data = training_dataset(prepared.train, config.batch_size, config.seq_length, config.seed,
-                            start, stop, config.windows)
-    monitor = StepMonitor(run, start)
+    data = distribute_training_data(
+        model.distribute_strategy,
+        lambda rows: training_dataset(prepared.train, config.batch_size, config.seq_length,
+                                      config.seed, start, stop, config.windows, rows),
+        config.batch_size)
+    monitor = StepMonitor(run, start, stop_mid_segment=not is_multi_worker(model))
     model.fit(data, steps_per_epoch=stop - start, epochs=1, verbose=0, shuffle=False,
               callbacks=[monitor])
     run.state.step = int(model.optimizer.iterations.numpy())
     return monitor.segment_loss
 
 
-def evaluate_and_save(run: Run, model, val_data, train_loss: float, writer) -> None:
+def evaluate_and_save(run: Run, model, val_data, train_loss: float) -> None:
     state, config = run.state, run.config.train
     stateless = model
     if run.eval_model is not None:
@@ -341,25 +380,36 @@ def evaluate_and_save(run: Run, model, val_data, train_loss: float, writer) -> N
     record = {"step": state.step, "train_loss": nan_to_none(train_loss), "val_loss": val_loss,
               "learning_rate": current_learning_rate(model), "elapsed_s": round(state.elapsed_s, 2)}
     run.run_dir.append_history(record)
-    write_tensorboard(writer, record)
     run.reporter.evaluated(state.step, val_loss)
     patience = config.early_stopping_patience
     if patience and state.evals_since_best >= patience and not run.stop.reason:
         run.stop.reason = "early stopping"
 
 
+def is_multi_worker(model) -> bool:
+    return isinstance(model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def agree_to_stop(strategy, reason: str | None) -> bool:
+    """Whether to stop now; under several workers, if any of them wants to (all-reduce)."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return reason is not None
+    return float(stop_vote(strategy)(tf.constant(1.0 if reason else 0.0))) > 0
+
+
+@functools.lru_cache(maxsize=None)
+def stop_vote(strategy):
+    """How many workers want to stop (compiled once: eager collectives are slow)."""
+    @tf.function
+    def vote(wants):
+        return strategy.reduce("SUM", strategy.run(tf.identity, args=(wants,)), axis=None)
+    return vote
+
+
 def current_learning_rate(model) -> float:
     optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
     rate = optimizer.learning_rate
     return float(rate.numpy() if hasattr(rate, "numpy") else rate)
-
-
-def write_tensorboard(writer, record: dict) -> None:
-    with writer.as_default(step=record["step"]):
-        for name in ("train_loss", "val_loss", "learning_rate"):
-            if record[name] is not None:
-                tf.summary.scalar(name, record[name])
-    writer.flush()
 
 
 def nan_to_none(value: float):
