@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-data install clean
+.PHONY: demo test bench bench-data bench-quality install clean
 
 # The main job: train a small model on the built-in corpus (a minute or two), then sample.
 demo: $(STAMP)
@@ -25,6 +25,16 @@ $(STAMP): pyproject.toml
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
+
+# Training and sampling throughput at the reference size (run it alone; PyTorch is timed
+# too when installed: .venv/bin/pip install torch==2.13.0).
+bench: $(STAMP)
+	$(BIN)/charlm bench
+
+# Text quality per CPU time: the 100-second Shakespeare preset, then `charlm eval` on the
+# validation slice. CORPUS defaults to ../shared/data/tinyshakespeare.txt or data/.
+bench-quality: $(STAMP)
+	$(BIN)/python -m charlm.bench_quality $(CORPUS)
 
 # Streaming at scale: peak memory 1 MB vs 2 GB corpus, time to first step, pass MB/s,
 # pipeline batches/s (generates the corpora in a temporary directory; run it alone).

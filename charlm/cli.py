@@ -219,6 +219,30 @@ def info(checkpoint: CheckpointOption):
     typer.echo(yaml.safe_dump(loaded.config.to_dict(), sort_keys=False, allow_unicode=True))
 
 
+# ---------------------------------------------------------------- bench
+
+@app.command()
+def bench(
+    cells: Annotated[str, typer.Option(help="Comma-separated cells to time.")] =
+        "simple_rnn,lstm,gru",
+    steps: Annotated[int, typer.Option(help="Timed training steps per cell.")] = 4,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+):
+    """Training chars/s per cell at the reference size (2x512, batch 64, 100 steps) through
+    the code `charlm train` runs, the matmul ceiling, PyTorch if installed, sampling chars/s."""
+    import json
+
+    from charlm.bench import CELLS, format_results, run_benchmark
+
+    chosen = [c.strip() for c in cells.split(",") if c.strip()]
+    if not chosen or any(c not in CELLS for c in chosen):
+        fail(f"--cells takes a comma-separated list of {', '.join(CELLS)}; got {cells!r}")
+    if steps < 1:
+        fail(f"--steps must be at least 1; got {steps}")
+    results = run_benchmark(chosen, steps)
+    typer.echo(json.dumps(results, indent=2) if as_json else format_results(results))
+
+
 # ---------------------------------------------------------------- data
 
 @data_app.command("fetch")
@@ -242,9 +266,14 @@ def data_stats(
 ):
     """Count characters, distinct characters, files and bytes of a corpus."""
     from charlm.corpus import resolve_files, scan_corpus
+    from charlm.progress import RichReporter
 
+    reporter = RichReporter()
     with user_errors():
-        stats = scan_corpus(resolve_files(path, "PATH"))
+        try:
+            stats = scan_corpus(resolve_files(path, "PATH"), progress=reporter.corpus_progress)
+        finally:
+            reporter.close()
     typer.echo(f"files: {len(stats.files):,}")
     typer.echo(f"size: {stats.bytes:,} bytes")
     typer.echo(f"characters: {stats.chars:,}")

@@ -51,9 +51,9 @@ def test_same_seed_same_text_other_seed_other_text():
 def test_stepwise_state_matches_the_full_model(cell):
     """Carrying the state step by step gives what the model computes over the sequence."""
     s, model = sampler(cell)
-    greedy = generate(s, "abc", length=20, argmax=True, seed=0)[0]
+    greedy = generate(s, "abc", length=200, argmax=True, seed=0)[0]
     sequence = VOCAB.encode("abc").tolist()
-    for _ in range(20):
+    for _ in range(200):  # more than one chunk: the state is carried across chunks too
         logits = model(np.array([sequence], dtype="int32"))[0, -1].numpy()
         logits[VOCAB.unknown_id] = -np.inf
         sequence.append(int(np.argmax(logits)))
@@ -81,5 +81,7 @@ def test_top_k_and_top_p_filters():
     assert np.isfinite(keep_top_k(logits, 2).numpy()).tolist() == [[True, True, False, False]]
     assert np.isfinite(keep_top_p(logits, 0.7).numpy()).tolist() == [[True, True, False, False]]
     assert np.isfinite(keep_top_p(logits, 1.0).numpy()).all()
-    token = choose(logits, 99, np.array([1, 2]), 1.0, 0, 1.0, True)
-    assert token.numpy().tolist() == [0]
+    assert choose(logits, np.array([1, 2]), 1.0, 0, 1.0, "argmax").numpy().tolist() == [0]
+    picks = [choose(logits, np.array([1, seed]), 1.0, 2, 1.0, "filtered").numpy()[0]
+             for seed in range(40)]
+    assert set(picks) == {0, 1}

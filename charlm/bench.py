@@ -1,0 +1,168 @@
+"""`charlm bench`: training and sampling throughput at the reference size, measured
+through the code users run, with the machine's matmul ceiling (and PyTorch, when it is
+importable) timed in the same run.
+
+Reference model: Embedding(65 -> 64), 2 recurrent layers of 512 units, Dense(65);
+batch 64, 100 steps of time, Adam, global-norm clip 5.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+CELLS = ("simple_rnn", "lstm", "gru")
+GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}
+VOCAB_CHARS = 65
+REFERENCE = dict(embedding_dim=64, layers=2, units=512, batch_size=64, seq_length=100)
+
+
+def forward_flops_per_char(cell: str, vocab: int = VOCAB_CHARS + 1) -> float:
+    """Multiply-adds x 2 of one character through the reference model."""
+    units, sizes = REFERENCE["units"], [REFERENCE["embedding_dim"], REFERENCE["units"]]
+    recurrent = sum(2 * GATES[cell] * units * (size + units) for size in sizes)
+    return recurrent + 2 * units * vocab
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """The machine's float32 matmul rate (numpy, all cores): the practical ceiling."""
+    a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
+    a @ a
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ a
+    return 2 * size ** 3 * repeats / (time.perf_counter() - started) / 1e9
+
+
+class ThroughputRecorder:
+    """A train() reporter that keeps the chars/s of the last segment's last step."""
+
+    def __init__(self):
+        self.chars_per_s = float("nan")
+
+    def start(self, total_steps, step): ...
+    def evaluated(self, step, val_loss): ...
+    def message(self, text): ...
+    def close(self): ...
+
+    def advance(self, step, loss, chars_per_s):
+        self.chars_per_s = chars_per_s
+
+
+def reference_corpus(root: Path) -> Path:
+    """About 1 MB of text over exactly 65 characters (as tiny Shakespeare has)."""
+    rng = np.random.default_rng(0)
+    alphabet = np.array(list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'-\n&$3"))
+    path = root / "reference.txt"
+    path.write_text("".join(rng.choice(alphabet, 1_000_000)), encoding="utf-8")
+    return path
+
+
+def train_chars_per_s(cell: str, corpus: Path, root: Path, steps: int) -> float:
+    """Train through charlm.train.train for two segments of `steps`; the second one's
+    rate (the first one compiles)."""
+    from charlm.config import load_config
+    from charlm.train import train
+    settings = [f"model.cell={cell}", f"model.layers={REFERENCE['layers']}",
+                f"model.units={REFERENCE['units']}",
+                f"model.embedding_dim={REFERENCE['embedding_dim']}",
+                f"train.batch_size={REFERENCE['batch_size']}",
+                f"train.seq_length={REFERENCE['seq_length']}", "train.clip_norm=5",
+                f"train.steps={2 * steps}", f"train.eval_interval={steps}",
+                "data.val_max_chars=101", f"data.corpus={corpus}",
+                f"train.run_dir={root / ('run-' + cell)}"]
+    recorder = ThroughputRecorder()
+    train(load_config(None, settings), reporter=recorder)
+    return recorder.chars_per_s
+
+
+def torch_chars_per_s(cell: str, steps: int) -> float | None:
+    """The same model and step in PyTorch (CPU), or None when torch is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    layer = {"simple_rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
+    vocab = VOCAB_CHARS + 1
+    model = torch.nn.ModuleDict(dict(
+        embedding=torch.nn.Embedding(vocab, REFERENCE["embedding_dim"]),
+        rnn=layer(REFERENCE["embedding_dim"], REFERENCE["units"], REFERENCE["layers"],
+                  batch_first=True),
+        logits=torch.nn.Linear(REFERENCE["units"], vocab)))
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    batch, length = REFERENCE["batch_size"], REFERENCE["seq_length"]
+    tokens = torch.randint(0, vocab, (batch, length + 1))
+
+    def step():
+        hidden, _ = model["rnn"](model["embedding"](tokens[:, :-1]))
+        loss = torch.nn.functional.cross_entropy(
+            model["logits"](hidden).reshape(-1, vocab), tokens[:, 1:].reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+
+    for _ in range(2):
+        step()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return batch * length * steps / (time.perf_counter() - started)
+
+
+def sampling_chars_per_s(run_dir: Path, streams: int, length: int) -> float:
+    """Generation rate of `charlm sample`'s Sampler on a trained reference model."""
+    from charlm.checkpoint import load_checkpoint
+    from charlm.generate import Sampler, SamplingOptions
+    loaded = load_checkpoint(run_dir)
+    sampler = Sampler(loaded.model, loaded.vocab)
+    for _ in sampler.sample([0], streams, SamplingOptions(length=200, seed=0)):
+        pass  # compiles the loop
+    started = time.perf_counter()
+    for _ in sampler.sample([0], streams, SamplingOptions(length=length, seed=1)):
+        pass
+    return streams * length / (time.perf_counter() - started)
+
+
+def run_benchmark(cells=CELLS, steps: int = 4) -> dict:
+    results = {"matmul_gflops": matmul_gflops(), "cells": {}}
+    with tempfile.TemporaryDirectory(prefix="charlm-bench-") as root:
+        root = Path(root)
+        corpus = reference_corpus(root)
+        for cell in cells:
+            rate = train_chars_per_s(cell, corpus, root, steps)
+            gflops = 3 * forward_flops_per_char(cell) * rate / 1e9
+            entry = {"train_chars_per_s": rate, "train_gflops": gflops,
+                     "fraction_of_matmul_ceiling": gflops / results["matmul_gflops"]}
+            torch_rate = torch_chars_per_s(cell, steps)
+            if torch_rate:
+                entry.update(torch_chars_per_s=torch_rate, ratio_to_torch=rate / torch_rate)
+            results["cells"][cell] = entry
+        if "lstm" in cells:
+            results["sample_lstm_chars_per_s"] = {
+                "1_stream": sampling_chars_per_s(root / "run-lstm", 1, 2000),
+                "64_streams": sampling_chars_per_s(root / "run-lstm", 64, 500)}
+    return results
+
+
+def format_results(results: dict) -> str:
+    lines = [f"matmul ceiling (numpy float32 2048x2048, all cores): "
+             f"{results['matmul_gflops']:.0f} GFLOP/s", "",
+             "| cell | charlm train chars/s | GFLOP/s | of ceiling | PyTorch chars/s | ratio |",
+             "|---|---|---|---|---|---|"]
+    for cell, entry in results["cells"].items():
+        torch_rate = f"{entry['torch_chars_per_s']:,.0f}" if "torch_chars_per_s" in entry \
+            else "not installed"
+        ratio = f"{entry['ratio_to_torch']:.2f}x" if "ratio_to_torch" in entry else "-"
+        lines.append(f"| {cell} | {entry['train_chars_per_s']:,.0f} | "
+                     f"{entry['train_gflops']:.0f} | {entry['fraction_of_matmul_ceiling']:.0%} | "
+                     f"{torch_rate} | {ratio} |")
+    if "sample_lstm_chars_per_s" in results:
+        sample = results["sample_lstm_chars_per_s"]
+        lines += ["", f"sampling, 2x512 LSTM: {sample['1_stream']:,.0f} chars/s (1 stream), "
+                      f"{sample['64_streams']:,.0f} chars/s (64 streams)"]
+    return "\n".join(lines)

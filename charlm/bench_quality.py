@@ -1,0 +1,52 @@
+"""`make bench-quality`: the quick Shakespeare preset, end to end, as a user runs it.
+
+Trains configs/shakespeare-quick.yaml (100-second budget) on tiny Shakespeare, then
+scores the validation slice (the last 10% of characters, never trained on) with
+`charlm eval`, and prints both.
+
+    python -m charlm.bench_quality [CORPUS] [--config configs/shakespeare-quick.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+SHARED_CORPUS = Path("../shared/data/tinyshakespeare.txt")
+FETCHED_CORPUS = Path("data/tinyshakespeare.txt")
+
+
+def charlm(*args: str) -> subprocess.CompletedProcess:
+    completed = subprocess.run([sys.executable, "-m", "charlm.cli", *args], text=True,
+                               stdout=subprocess.PIPE)
+    if completed.returncode:
+        raise SystemExit(f"charlm {args[0]} failed (exit {completed.returncode})")
+    return completed
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("corpus", nargs="?", type=Path)
+    parser.add_argument("--config", default="configs/shakespeare-quick.yaml")
+    args = parser.parse_args()
+    corpus = args.corpus or next((p for p in (SHARED_CORPUS, FETCHED_CORPUS) if p.exists()), None)
+    if corpus is None or not corpus.exists():
+        raise SystemExit("no tiny Shakespeare here: run `charlm data fetch tinyshakespeare` "
+                         "or give its path")
+    text = corpus.read_text(encoding="utf-8")
+    with tempfile.TemporaryDirectory(prefix="charlm-quality-") as root:
+        run_dir = Path(root) / "run"
+        charlm("train", args.config, "--set", f"data.corpus={corpus}",
+               "--set", f"train.run_dir={run_dir}")
+        validation = Path(root) / "validation.txt"
+        validation.write_text(text[len(text) - int(len(text) * 0.1):], encoding="utf-8")
+        scored = charlm("eval", "--checkpoint", str(run_dir), str(validation)).stdout.strip()
+    print(f"{args.config} on {corpus}: validation (last 10%, {len(text) // 10:,} chars): "
+          f"{scored}")
+
+
+if __name__ == "__main__":
+    main()
