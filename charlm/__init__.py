@@ -2,9 +2,9 @@
 
 import os
 
-# Keep TensorFlow's C++ log quiet (charlm reports real problems as exceptions and
-# says which device it uses; set TF_CPP_MIN_LOG_LEVEL=0 to see it all). The CLI also mutes its start-up notices, which
-# are printed before this level applies (see cli.quiet_tensorflow_start).
+# Keep TensorFlow's C++ log quiet: charlm reports real problems as exceptions and says
+# which device it uses; TF_CPP_MIN_LOG_LEVEL=0 shows everything again. The CLI also mutes
+# the start-up notices printed before this level applies (cli.quiet_tensorflow_start).
 DEFAULT_TF_LOG_LEVEL = "3"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", DEFAULT_TF_LOG_LEVEL)
 

@@ -42,10 +42,11 @@ def main():
         charlm("train", args.config, "--set", f"data.corpus={corpus}",
                "--set", f"train.run_dir={run_dir}")
         validation = Path(root) / "validation.txt"
-        validation.write_text(text[len(text) - int(len(text) * 0.1):], encoding="utf-8")
+        validation_text = text[int(len(text) * 0.9):]  # the config's val_fraction: 0.1
+        validation.write_text(validation_text, encoding="utf-8")
         scored = charlm("eval", "--checkpoint", str(run_dir), str(validation)).stdout.strip()
-    print(f"{args.config} on {corpus}: validation (last 10%, {len(text) // 10:,} chars): "
-          f"{scored}")
+    print(f"{args.config} on {corpus}: validation (last 10%, {len(validation_text):,} "
+          f"chars): {scored}")
 
 
 if __name__ == "__main__":

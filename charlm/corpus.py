@@ -396,9 +396,10 @@ def prepare_corpus(data, seq_length: int, vocab: Vocabulary | None = None,
         val_tokens = encode_corpus(val_files, vocab, data.encoding_errors, progress)
         train, val = Split(tokens, 0, tokens.length), Split(val_tokens, 0, val_tokens.length)
     else:
-        n_val = int(tokens.length * data.val_fraction)
-        train = Split(tokens, 0, tokens.length - n_val)
-        val = Split(tokens, tokens.length - n_val, tokens.length) if n_val else None
+        # As nanoGPT splits: the first int(n * 0.9) characters train, the rest validate.
+        n_train = int(tokens.length * (1 - data.val_fraction))
+        train = Split(tokens, 0, n_train)
+        val = Split(tokens, n_train, tokens.length) if n_train < tokens.length else None
     if val is not None:
         val.stop = min(val.stop, val.start + data.val_max_chars)
     check_long_enough(train, val, seq_length)

@@ -21,7 +21,7 @@ import keras
 import tensorflow as tf
 
 from charlm import corpus as corpus_module
-from charlm.config import DEFAULT_STEPS, Config, ConfigError, load_config, save_config
+from charlm.config import DEFAULT_STEPS, Config, ConfigError, load_config
 from charlm.dataset import evaluation_dataset, lane_steps, training_dataset
 from charlm.errors import TrainingError
 from charlm.devices import describe_device, resolve_jit, resolve_precision
