@@ -107,11 +107,13 @@ def model_consumption(steps: int = 6) -> float:
     import tensorflow as tf
 
     from charlm.config import load_config
+    from charlm.devices import resolve_jit
     from charlm.model import build_model
     from charlm.train import build_optimizer
     config = load_config(None, REFERENCE)
     model = build_model(config.model, 66)
-    model.compile(optimizer=build_optimizer(config, 1000), jit_compile=True,
+    model.compile(optimizer=build_optimizer(config, 1000),
+                  jit_compile=resolve_jit(config.train.jit_compile),  # as charlm train does
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x = tf.random.uniform((64, 100), 0, 66, dtype=tf.int32)
     model.train_on_batch(x, x)
