@@ -44,6 +44,10 @@ def evaluate_file(checkpoint: Path, file: Path) -> EvalResult:
     loss = model.evaluate(evaluation_dataset(split, EVAL_BATCH, seq_length), verbose=0,
                           return_dict=True)["loss"]
     scored = (len(split) - 1) // seq_length * seq_length
-    unknown = int((tokens.read(0, tokens.length) == loaded.vocab.unknown_id).sum()) \
-        if tokens.length < 100_000_000 else -1
-    return EvalResult(float(loss), scored, unknown)
+    return EvalResult(float(loss), scored, count_unknown(tokens, loaded.vocab.unknown_id))
+
+
+def count_unknown(tokens, unknown_id: int, chunk: int = 1 << 24) -> int:
+    """How many characters of the file the vocabulary does not know (read in chunks)."""
+    return sum(int((tokens.read(start, min(chunk, tokens.length - start)) == unknown_id).sum())
+               for start in range(0, tokens.length, chunk))

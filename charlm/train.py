@@ -36,7 +36,8 @@ from charlm.rundir import (RunDir, RunError, TrainState, WorkerRunDir, read_carr
 # Keys that may differ between a run's saved config and the one given with --resume.
 RESUMABLE_CHANGES = {"train.steps", "train.epochs", "train.time_budget_s",
                      "train.eval_interval", "train.keep_checkpoints",
-                     "train.early_stopping_patience", "train.run_dir", "data.val_max_chars"}
+                     "train.early_stopping_patience", "train.run_dir", "data.val_max_chars",
+                     "train.distribute", "train.jit_compile"}
 MEMORY_LIMIT_FRACTION = 0.8
 
 

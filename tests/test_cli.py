@@ -301,3 +301,11 @@ def test_a_second_ctrl_c_exits_at_once(monkeypatch):
     result = invoke("train")
     assert result.exit_code == 130 and "charlm: interrupted" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_eval_counts_characters_outside_the_vocabulary(trained_run, tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("the cat sat 🐍 on the mat 🐍\n" * 20)
+    result = invoke("eval", "-c", trained_run, text)
+    assert result.exit_code == 0, result.output
+    assert "40 unknown" in result.stdout
