@@ -10,7 +10,7 @@ import keras
 
 from charlm.config import Config, load_config
 from charlm.corpus import Vocabulary
-from charlm.model import is_stateful, stateless_copy
+from charlm.model import is_stateful, set_implementation, stateless_copy
 from charlm.rundir import RunDir, RunError, TrainState, read_state
 
 
@@ -32,7 +32,8 @@ def load_checkpoint(path: str | Path, compile: bool = False) -> Checkpoint:
         raise RunError(f"--checkpoint {path}: no vocab.json in {run_dir}; point at a charlm "
                        f"run directory")
     config = load_config(run.config_path) if run.config_path.exists() else Config()
-    model = load_model(model_path, compile=compile)
+    model = load_model(model_path, compile=compile,
+                       implementation=config.model.implementation)
     check_vocabulary(model, vocab, model_path)
     if is_stateful(model):  # a contiguous-training checkpoint: fixed batch, carried state
         model = stateless_copy(model, config.model, vocab.size)
@@ -60,17 +61,17 @@ def locate(path: Path) -> tuple[Path, Path]:
     raise RunError(f"--checkpoint {path} holds no model.keras; is it a charlm run directory?")
 
 
-def load_model(path: Path, compile: bool) -> keras.Model:
-    """keras.saving.load_model, with one clear line when the file is not a model."""
-    import charlm  # noqa: F401  (registers charlm's layers, if any, for deserialisation)
-
+def load_model(path: Path, compile: bool, implementation: str = "fused") -> keras.Model:
+    """keras.saving.load_model, with one clear line when the file is not a model; the
+    recurrent layers run `implementation` (model.implementation)."""
     try:
-        return keras.saving.load_model(path, compile=compile)
+        model = keras.saving.load_model(path, compile=compile)
     except Exception as error:  # zip, h5 and Keras errors all mean "not a loadable model"
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else \
             type(error).__name__
         raise RunError(f"{path} is not a loadable charlm model ({first_line[:200]}); "
                        f"it may be corrupt: use another checkpoint of the run") from None
+    return set_implementation(model, implementation)
 
 
 def check_vocabulary(model: keras.Model, vocab: Vocabulary, path: Path) -> None:

@@ -58,6 +58,11 @@ class ModelConfig:
     embedding_dim: int = key(64, "Size of the character embedding.", minimum=1, maximum=65536)
     dropout: float = key(0.0, "Dropout between layers (on each recurrent layer's output).",
                          minimum=0.0, maximum=0.95)
+    implementation: str = key("fused", "How the recurrent layers run: `fused` (charlm's fused "
+                              "loop with a custom gradient on a CPU, Keras's cuDNN kernels on "
+                              "a GPU) or `stock` (Keras's own loop everywhere). Same layers, "
+                              "weights and files either way; may change on resume.",
+                              choices=["fused", "stock"])
 
 
 @dataclass

@@ -3,8 +3,9 @@
     Embedding(vocab -> embedding_dim) -> layers x {SimpleRNN | LSTM | GRU} -> Dense(vocab) logits
 
 Input: int32 token ids shaped (batch, time). Output: float32 logits shaped
-(batch, time, vocab). Only stock Keras layers with their default activations are
-used, so on a GPU the LSTM and GRU layers run on cuDNN.
+(batch, time, vocab). The recurrent layers are Keras's with their default activations
+(cuDNN-eligible on a GPU); by default (model.implementation: fused) they run charlm's
+fused loop on a CPU (charlm.fused), which is faster and leaves the saved files stock.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import keras
 
 from charlm.config import ModelConfig
+from charlm.fused import use_fused_loop
 
 RECURRENT_LAYERS = {
     "simple_rnn": keras.layers.SimpleRNN,
@@ -39,7 +41,18 @@ def build_model(config: ModelConfig, vocab_size: int, seed: int | None = 0,
                                      name=f"dropout_{index}")(x)
     # float32 logits even under mixed precision: softmax and loss need the range.
     logits = keras.layers.Dense(vocab_size, dtype="float32", name="logits")(x)
-    return keras.Model(inputs, logits, name=f"charlm_{config.cell}")
+    model = keras.Model(inputs, logits, name=f"charlm_{config.cell}")
+    set_implementation(model, config.implementation)
+    return model
+
+
+def set_implementation(model: keras.Model, implementation: str) -> keras.Model:
+    """Fused: the recurrent layers run charlm's fused loop (charlm.fused). A model
+    loaded from a .keras file has stock layers until this is called."""
+    if implementation == "fused":
+        for layer in recurrent_layers(model):
+            use_fused_loop(layer)
+    return model
 
 
 def recurrent_layer(config: ModelConfig, name: str, stateful: bool = False) -> keras.layers.Layer:

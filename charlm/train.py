@@ -37,7 +37,7 @@ from charlm.rundir import (RunDir, RunError, TrainState, WorkerRunDir, read_carr
 RESUMABLE_CHANGES = {"train.steps", "train.epochs", "train.time_budget_s",
                      "train.eval_interval", "train.keep_checkpoints",
                      "train.early_stopping_patience", "train.run_dir", "data.val_max_chars",
-                     "train.distribute", "train.jit_compile"}
+                     "train.distribute", "train.jit_compile", "model.implementation"}
 MEMORY_LIMIT_FRACTION = 0.8
 
 
@@ -264,7 +264,7 @@ def model_file_bytes(model: keras.Model) -> int:
 def load_or_build(config: Config, vocab_size: int, checkpoint: Path | None,
                   total_steps: int, jit: bool) -> keras.Model:
     if checkpoint is not None:
-        model = load_training_model(checkpoint / "model.keras")
+        model = load_training_model(checkpoint / "model.keras", config.model.implementation)
         model.jit_compile = jit  # the device may have changed since the checkpoint
         return model
     contiguous = config.train.windows == "contiguous"
@@ -276,9 +276,9 @@ def load_or_build(config: Config, vocab_size: int, checkpoint: Path | None,
     return model
 
 
-def load_training_model(path: Path) -> keras.Model:
+def load_training_model(path: Path, implementation: str) -> keras.Model:
     from charlm.checkpoint import load_model
-    return load_model(path, compile=True)
+    return load_model(path, compile=True, implementation=implementation)
 
 
 def build_optimizer(config: Config, total_steps: int) -> keras.optimizers.Optimizer:

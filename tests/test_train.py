@@ -5,6 +5,7 @@ import signal
 import numpy as np
 import pytest
 
+from charlm import fused
 from charlm.config import ConfigError
 from charlm.rundir import RunDir, RunError
 from charlm.train import SilentReporter, TrainingError, train
@@ -50,6 +51,19 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tmp_path, corp
     got = {h["step"]: h["val_loss"] for h in resumed.history}
     for step in (10, 20):
         assert got[step] == pytest.approx(expected[step], rel=1e-5, abs=1e-6)
+
+
+def test_resume_may_switch_between_fused_and_stock_layers(tmp_path, corpus_file, monkeypatch):
+    """Same weights and files: a run trained with the fused loop goes on with Keras's own
+    loop (and would on a GPU's cuDNN) and ends where an all-fused run ends."""
+    settings = ("model.cell=lstm", "train.steps=12", "train.eval_interval=6")
+    whole = train(tiny_config(corpus_file, tmp_path / "whole", *settings))
+    train(tiny_config(corpus_file, tmp_path / "split", *settings), reporter=InterruptAt(6))
+    monkeypatch.setattr(fused, "run_fused", lambda *a, **k: pytest.fail("fused loop ran"))
+    resumed = train(tiny_config(corpus_file, tmp_path / "split", *settings,
+                                "model.implementation=stock"), resume=tmp_path / "split")
+    assert resumed.history[-1]["val_loss"] == pytest.approx(whole.history[-1]["val_loss"],
+                                                            rel=1e-4)
 
 
 def test_a_second_run_into_the_same_directory_is_refused(tmp_path, corpus_file):
