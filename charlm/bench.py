@@ -8,6 +8,7 @@ batch 64, 100 steps of time, Adam, global-norm clip 5.
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -38,10 +39,18 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
 
 
 class ThroughputRecorder:
-    """A train() reporter that keeps the chars/s of the last segment's last step."""
+    """A train() reporter that times each training step, from the end of one to the end
+    of the next: everything `charlm train` does per step, none of a segment's start-up.
 
-    def __init__(self):
-        self.chars_per_s = float("nan")
+    With `between_steps` (PyTorch's step), it runs and times that after every charlm
+    step, so the two alternate step by step and see the same machine: this machine is
+    shared, and its speed drifts by tens of percent within a minute."""
+
+    def __init__(self, between_steps=None):
+        self.between_steps = between_steps
+        self.step_times: list[float] = []
+        self.other_times: list[float] = []
+        self.resumed = time.perf_counter()
 
     def start(self, total_steps, step): ...
     def evaluated(self, step, val_loss): ...
@@ -49,7 +58,18 @@ class ThroughputRecorder:
     def close(self): ...
 
     def advance(self, step, loss, chars_per_s):
-        self.chars_per_s = chars_per_s
+        self.step_times.append(time.perf_counter() - self.resumed)
+        if self.between_steps:
+            started = time.perf_counter()
+            self.between_steps()
+            self.other_times.append(time.perf_counter() - started)
+        self.resumed = time.perf_counter()
+
+
+def median_rate(step_times: list[float], steps: int) -> float:
+    """chars/s from the median of the last `steps` step times."""
+    return REFERENCE["batch_size"] * REFERENCE["seq_length"] / statistics.median(
+        step_times[-steps:])
 
 
 def reference_corpus(root: Path) -> Path:
@@ -61,9 +81,10 @@ def reference_corpus(root: Path) -> Path:
     return path
 
 
-def train_chars_per_s(cell: str, corpus: Path, root: Path, steps: int) -> float:
-    """Train through charlm.train.train for two segments of `steps`; the second one's
-    rate (the first one compiles)."""
+def train_chars_per_s(cell: str, corpus: Path, root: Path, steps: int,
+                      implementation: str = "fused", torch_step=None) -> tuple:
+    """Train through charlm.train.train for two segments of `steps` + 1 steps (the first
+    one compiles) and time the last `steps`: (charlm chars/s, torch_step's chars/s)."""
     from charlm.config import load_config
     from charlm.train import train
     settings = [f"model.cell={cell}", f"model.layers={REFERENCE['layers']}",
@@ -71,16 +92,19 @@ def train_chars_per_s(cell: str, corpus: Path, root: Path, steps: int) -> float:
                 f"model.embedding_dim={REFERENCE['embedding_dim']}",
                 f"train.batch_size={REFERENCE['batch_size']}",
                 f"train.seq_length={REFERENCE['seq_length']}", "train.clip_norm=5",
-                f"train.steps={2 * steps}", f"train.eval_interval={steps}",
+                f"train.steps={2 * (steps + 1)}", f"train.eval_interval={steps + 1}",
                 "data.val_max_chars=101", f"data.corpus={corpus}",
-                f"train.run_dir={root / ('run-' + cell)}"]
-    recorder = ThroughputRecorder()
+                f"model.implementation={implementation}",
+                f"train.run_dir={root / f'run-{cell}-{implementation}'}"]
+    recorder = ThroughputRecorder(torch_step)
     train(load_config(None, settings), reporter=recorder)
-    return recorder.chars_per_s
+    other = median_rate(recorder.other_times, steps) if torch_step else None
+    return median_rate(recorder.step_times, steps), other
 
 
-def torch_chars_per_s(cell: str, steps: int) -> float | None:
-    """The same model and step in PyTorch (CPU), or None when torch is not installed."""
+def torch_step_function(cell: str):
+    """One training step of the same model in PyTorch (CPU), warmed up; None when torch
+    is not installed."""
     try:
         import torch
     except ImportError:
@@ -108,10 +132,7 @@ def torch_chars_per_s(cell: str, steps: int) -> float | None:
 
     for _ in range(2):
         step()
-    started = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return batch * length * steps / (time.perf_counter() - started)
+    return step
 
 
 def sampling_chars_per_s(run_dir: Path, streams: int, length: int) -> float:
@@ -128,39 +149,42 @@ def sampling_chars_per_s(run_dir: Path, streams: int, length: int) -> float:
     return streams * length / (time.perf_counter() - started)
 
 
-def run_benchmark(cells=CELLS, steps: int = 4) -> dict:
+def run_benchmark(cells=CELLS, steps: int = 6) -> dict:
     results = {"matmul_gflops": matmul_gflops(), "cells": {}}
     with tempfile.TemporaryDirectory(prefix="charlm-bench-") as root:
         root = Path(root)
         corpus = reference_corpus(root)
         for cell in cells:
-            rate = train_chars_per_s(cell, corpus, root, steps)
+            rate, torch_rate = train_chars_per_s(cell, corpus, root, steps,
+                                                 torch_step=torch_step_function(cell))
             gflops = 3 * forward_flops_per_char(cell) * rate / 1e9
             entry = {"train_chars_per_s": rate, "train_gflops": gflops,
-                     "fraction_of_matmul_ceiling": gflops / results["matmul_gflops"]}
-            torch_rate = torch_chars_per_s(cell, steps)
+                     "fraction_of_matmul_ceiling": gflops / results["matmul_gflops"],
+                     "stock_keras_chars_per_s": train_chars_per_s(cell, corpus, root, steps,
+                                                                  "stock")[0]}
             if torch_rate:
                 entry.update(torch_chars_per_s=torch_rate, ratio_to_torch=rate / torch_rate)
             results["cells"][cell] = entry
         if "lstm" in cells:
             results["sample_lstm_chars_per_s"] = {
-                "1_stream": sampling_chars_per_s(root / "run-lstm", 1, 2000),
-                "64_streams": sampling_chars_per_s(root / "run-lstm", 64, 500)}
+                "1_stream": sampling_chars_per_s(root / "run-lstm-fused", 1, 2000),
+                "64_streams": sampling_chars_per_s(root / "run-lstm-fused", 64, 500)}
     return results
 
 
 def format_results(results: dict) -> str:
     lines = [f"matmul ceiling (numpy float32 2048x2048, all cores): "
              f"{results['matmul_gflops']:.0f} GFLOP/s", "",
-             "| cell | charlm train chars/s | GFLOP/s | of ceiling | PyTorch chars/s | ratio |",
-             "|---|---|---|---|---|---|"]
+             "| cell | charlm train chars/s | GFLOP/s | of ceiling | stock Keras layers "
+             "| PyTorch chars/s | charlm / PyTorch |",
+             "|---|---|---|---|---|---|---|"]
     for cell, entry in results["cells"].items():
         torch_rate = f"{entry['torch_chars_per_s']:,.0f}" if "torch_chars_per_s" in entry \
             else "not installed"
         ratio = f"{entry['ratio_to_torch']:.2f}x" if "ratio_to_torch" in entry else "-"
         lines.append(f"| {cell} | {entry['train_chars_per_s']:,.0f} | "
                      f"{entry['train_gflops']:.0f} | {entry['fraction_of_matmul_ceiling']:.0%} | "
-                     f"{torch_rate} | {ratio} |")
+                     f"{entry['stock_keras_chars_per_s']:,.0f} | {torch_rate} | {ratio} |")
     if "sample_lstm_chars_per_s" in results:
         sample = results["sample_lstm_chars_per_s"]
         lines += ["", f"sampling, 2x512 LSTM: {sample['1_stream']:,.0f} chars/s (1 stream), "

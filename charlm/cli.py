@@ -225,7 +225,7 @@ def info(checkpoint: CheckpointOption):
 def bench(
     cells: Annotated[str, typer.Option(help="Comma-separated cells to time.")] =
         "simple_rnn,lstm,gru",
-    steps: Annotated[int, typer.Option(help="Timed training steps per cell.")] = 4,
+    steps: Annotated[int, typer.Option(help="Timed training steps per cell.")] = 6,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ):
     """Training chars/s per cell at the reference size (2x512, batch 64, 100 steps) through
@@ -237,8 +237,8 @@ def bench(
     chosen = [c.strip() for c in cells.split(",") if c.strip()]
     if not chosen or any(c not in CELLS for c in chosen):
         fail(f"--cells takes a comma-separated list of {', '.join(CELLS)}; got {cells!r}")
-    if steps < 1:
-        fail(f"--steps must be at least 1; got {steps}")
+    if steps < 2:
+        fail(f"--steps must be at least 2; got {steps}")
     results = run_benchmark(chosen, steps)
     typer.echo(json.dumps(results, indent=2) if as_json else format_results(results))
 
