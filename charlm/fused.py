@@ -37,6 +37,7 @@ class LSTMMath:
     LSTMBlockCellGrad kernel, which does the whole backward step's gate math in one op
     (measured here: ~5% off a training step against the same math in separate ops)."""
     has_recurrent_bias = False
+    separate_input_gradient = False
     saved_count = 5  # i, tanh(z_c), f, o, tanh(c')
 
     @staticmethod
@@ -67,13 +68,14 @@ class LSTMMath:
             wci=c[0], wcf=c[0], wco=c[0], b=recurrent_kernel[0], i=i, cs=c, f=f, o=o,
             ci=candidate, co=tanh_c, cs_grad=dc, h_grad=dh, use_peephole=False)
         # No direct path from h to h': it all goes through the recurrent kernel.
-        return dz, dz, (None, dc_prev)
+        return None, dz, (None, dc_prev)  # None: the input gradient is dz too
 
 
 class GRUMath:
     """Keras GRU (reset_after=True, cuDNN's variant): gates z, r, h;
     h' = z*h + (1-z)*tanh(x_h + r*(h @ U_h + b_h))."""
     has_recurrent_bias = True
+    separate_input_gradient = True  # the candidate's: r scales only the recurrent part
     saved_count = 4  # z, r, the candidate, the recurrent term of the candidate
 
     @staticmethod
@@ -103,6 +105,7 @@ class GRUMath:
 class SimpleRNNMath:
     """Keras SimpleRNN: h' = tanh(x @ W + b + h @ U)."""
     has_recurrent_bias = False
+    separate_input_gradient = False
     saved_count = 0  # the output alone suffices
 
     @staticmethod
@@ -114,7 +117,7 @@ class SimpleRNNMath:
         (dh,) = d_states
         (h,) = states
         da = dh * (1.0 - h * h)
-        return da, da, (None,)
+        return None, da, (None,)  # None: the input gradient is da too
 
 
 # ------------------------------------------------------------------ the shared loops
@@ -200,7 +203,7 @@ def backward_loop(math, d_h_seq, d_final_states, saved_seqs, state_seqs, previou
     # transpose_b (measured here, 2 cores).
     recurrent_kernel_t = tf.transpose(recurrent_kernel)
 
-    def body(t, d_states, d_px_array, d_rec_array):
+    def body(t, d_states, arrays):
         d_states = (d_states[0] + d_h_seq[t],) + tuple(d_states[1:])
         d_px, d_rec, d_previous = math.backward(
             d_states, [s[t] for s in saved_seqs], [s[t] for s in state_seqs],
@@ -208,14 +211,16 @@ def backward_loop(math, d_h_seq, d_final_states, saved_seqs, state_seqs, previou
         dh_prev = tf.matmul(d_rec, recurrent_kernel_t)
         if d_previous[0] is not None:
             dh_prev = dh_prev + d_previous[0]
+        # Only the GRU's input gradient differs from its recurrent one: keep one copy.
+        kept = [d_rec] if d_px is None else [d_rec, d_px]
         return (t - 1, (dh_prev,) + tuple(d_previous[1:]),
-                d_px_array.write(t, d_px), d_rec_array.write(t, d_rec))
+                [a.write(t, d) for a, d in zip(arrays, kept)])
 
-    d_px_array, d_rec_array = new_arrays(2, d_h_seq.dtype, steps)
-    _, d_states0, d_px_array, d_rec_array = tf.while_loop(
-        lambda t, *_: t >= 0, body,
-        (steps - 1, tuple(d_final_states), d_px_array, d_rec_array))
-    return d_px_array.stack(), d_rec_array.stack(), d_states0
+    arrays = new_arrays(2 if math.separate_input_gradient else 1, d_h_seq.dtype, steps)
+    _, d_states0, arrays = tf.while_loop(
+        lambda t, *_: t >= 0, body, (steps - 1, tuple(d_final_states), arrays))
+    d_rec_seq, *d_px_seq = [a.stack() for a in arrays]
+    return (d_px_seq[0] if d_px_seq else d_rec_seq), d_rec_seq, d_states0
 
 
 def new_arrays(count, dtype, size):
