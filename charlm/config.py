@@ -85,6 +85,11 @@ class TrainConfig:
     schedule: str = key("constant", "Learning-rate schedule after warm-up.",
                         choices=["constant", "cosine", "exponential"])
     warmup_steps: int = key(0, "Linear warm-up steps (cosine schedule).", minimum=0)
+    anneal_over: str = key("steps", "Cosine: what the schedule runs over, the run's steps or "
+                           "`time_budget` (the share of train.time_budget_s used: the rate "
+                           "reaches its end at the budget on a fast or slow machine alike, "
+                           "but a run is then not bit-reproducible).",
+                           choices=["steps", "time_budget"])
     min_lr_fraction: float = key(0.1, "Cosine: final learning rate as a fraction of the peak.",
                                  minimum=0.0, maximum=1.0)
     decay_steps: int = key(1000, "Exponential: steps over which the rate is multiplied by "
@@ -306,6 +311,10 @@ def check_cross_field(config: Config) -> None:
         raise ConfigError(f"train.epochs must be positive; got {train.epochs}")
     if train.time_budget_s is not None and train.time_budget_s <= 0:
         raise ConfigError(f"train.time_budget_s must be positive; got {train.time_budget_s}")
+    if train.anneal_over == "time_budget" and (train.schedule != "cosine"
+                                               or train.time_budget_s is None):
+        raise ConfigError("train.anneal_over: time_budget needs train.schedule: cosine and a "
+                          "train.time_budget_s")
     if config.sample.top_p == 0:
         raise ConfigError("sample.top_p must be above 0 (1 keeps every character)")
 

@@ -121,9 +121,39 @@ class Run:
         self.steps_per_pass = 0  # contiguous training: steps in one pass over the text
         self.eval_model = None  # contiguous training: a stateless twin for evaluation
 
+    def elapsed(self) -> float:
+        """Training time of the whole run, earlier invocations (before --resume) included."""
+        return self.elapsed_before + time.perf_counter() - self.started
+
     def over_budget(self) -> bool:
         budget = self.config.train.time_budget_s
-        return budget is not None and time.perf_counter() - self.started >= budget
+        return budget is not None and self.elapsed() >= budget
+
+
+class TimeAnnealedLearningRate(keras.callbacks.Callback):
+    """train.anneal_over: time_budget. Sets the learning rate before every step from the
+    share of the time budget used, so the cosine ends at the budget whatever the
+    machine's speed; a step-based schedule tuned on one machine is cut short on a slower
+    one (its rate still high) and wastes the end of the budget on a faster one."""
+
+    def __init__(self, run: "Run", first_step: int):
+        super().__init__()
+        self.run = run
+        self.step = first_step
+
+    def on_train_batch_begin(self, batch, logs=None):
+        optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
+        optimizer.learning_rate = time_annealed_rate(self.run.config.train, self.step + batch,
+                                                     self.run.elapsed())
+
+
+def time_annealed_rate(config, step: int, elapsed_s: float) -> float:
+    """Linear warm-up over steps, times a cosine over the share of the budget used."""
+    progress = min(1.0, elapsed_s / config.time_budget_s)
+    floor = config.min_lr_fraction
+    cosine = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    warmup = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+    return config.learning_rate * cosine * warmup
 
 
 def train(config: Config, resume: str | Path | None = None, reporter=None) -> TrainResult:
@@ -201,6 +231,10 @@ def check_distributable(config: Config, strategy) -> None:
     if config.train.batch_size % replicas:
         raise ConfigError(f"train.batch_size {config.train.batch_size} must be a multiple of "
                           f"the {replicas} replicas")
+    if config.train.anneal_over == "time_budget" and isinstance(
+            strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        raise ConfigError("train.anneal_over: time_budget needs one process (each worker's "
+                          "clock would give it another learning rate); anneal over steps")
     if replicas > 1 and config.train.windows == "contiguous":
         raise ConfigError("train.windows: contiguous runs on one device only (its carried "
                           "state has a fixed batch); use random windows to distribute")
@@ -296,6 +330,8 @@ def build_optimizer(config: Config, total_steps: int) -> keras.optimizers.Optimi
 
 def learning_rate_schedule(train_config, total_steps: int):
     rate = train_config.learning_rate
+    if train_config.anneal_over == "time_budget":
+        return time_annealed_rate(train_config, 0, 0.0)  # then set per step by a callback
     if train_config.schedule == "cosine":
         warmup = min(train_config.warmup_steps, total_steps - 1)
         return keras.optimizers.schedules.CosineDecay(
@@ -353,11 +389,13 @@ def fit_segment(run: Run, model: keras.Model, prepared, total: int) -> float:
         lambda rows: training_dataset(prepared.train, config.batch_size, config.seq_length,
                                       config.seed, start, stop, config.windows, rows),
         config.batch_size)
-    monitor = StepMonitor(run, start, stop_mid_segment=not is_multi_worker(model))
+    callbacks = [StepMonitor(run, start, stop_mid_segment=not is_multi_worker(model))]
+    if config.anneal_over == "time_budget":
+        callbacks.append(TimeAnnealedLearningRate(run, start))
     model.fit(data, steps_per_epoch=stop - start, epochs=1, verbose=0, shuffle=False,
-              callbacks=[monitor])
+              callbacks=callbacks)
     run.state.step = int(model.optimizer.iterations.numpy())
-    return monitor.segment_loss
+    return callbacks[0].segment_loss
 
 
 def evaluate_and_save(run: Run, model, val_data, train_loss: float) -> None:
@@ -373,7 +411,7 @@ def evaluate_and_save(run: Run, model, val_data, train_loss: float) -> None:
         state.best_val_loss, state.best_step, state.evals_since_best = val_loss, state.step, 0
     else:
         state.evals_since_best += 1
-    state.elapsed_s = run.elapsed_before + time.perf_counter() - run.started
+    state.elapsed_s = run.elapsed()
     state.rng_states = rng_states(model)
     run.run_dir.save_checkpoint(model, state, config.keep_checkpoints, recurrent_states(model))
     if improved:

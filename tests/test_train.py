@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from charlm import fused
-from charlm.config import ConfigError
+from charlm.config import ConfigError, load_config
 from charlm.rundir import RunDir, RunError
-from charlm.train import SilentReporter, TrainingError, train
+from charlm.train import SilentReporter, TrainingError, time_annealed_rate, train
 from tests.conftest import tiny_config
 
 
@@ -64,6 +64,34 @@ def test_resume_may_switch_between_fused_and_stock_layers(tmp_path, corpus_file,
                                 "model.implementation=stock"), resume=tmp_path / "split")
     assert resumed.history[-1]["val_loss"] == pytest.approx(whole.history[-1]["val_loss"],
                                                             rel=1e-4)
+
+
+def test_time_annealed_rate_warms_up_over_steps_and_ends_at_the_budget():
+    config = load_config(None, ["train.schedule=cosine", "train.anneal_over=time_budget",
+                                "train.time_budget_s=100", "train.learning_rate=0.01",
+                                "train.warmup_steps=10", "train.min_lr_fraction=0.1"]).train
+    assert time_annealed_rate(config, 4, 0.0) == pytest.approx(0.005)
+    assert time_annealed_rate(config, 50, 0.0) == pytest.approx(0.01)
+    assert time_annealed_rate(config, 50, 50.0) == pytest.approx(0.0055)
+    assert time_annealed_rate(config, 50, 100.0) == pytest.approx(0.001)
+    assert time_annealed_rate(config, 50, 250.0) == pytest.approx(0.001)
+
+
+def test_time_annealed_run_stops_at_the_budget_with_the_rate_at_its_floor(tmp_path,
+                                                                           corpus_file):
+    result = train(tiny_config(corpus_file, tmp_path / "run", "train.steps=100000",
+                               "train.eval_interval=100000", "train.schedule=cosine",
+                               "train.anneal_over=time_budget", "train.time_budget_s=4",
+                               "train.min_lr_fraction=0.1"))
+    assert result.stopped_by == "time budget"
+    assert result.history[-1]["learning_rate"] == pytest.approx(0.001, rel=0.1)
+
+
+def test_time_annealing_needs_a_budget_and_the_cosine():
+    with pytest.raises(ConfigError, match="anneal_over"):
+        load_config(None, ["train.schedule=cosine", "train.anneal_over=time_budget"])
+    with pytest.raises(ConfigError, match="anneal_over"):
+        load_config(None, ["train.anneal_over=time_budget", "train.time_budget_s=5"])
 
 
 def test_a_second_run_into_the_same_directory_is_refused(tmp_path, corpus_file):
