@@ -149,6 +149,33 @@ def sampling_chars_per_s(run_dir: Path, streams: int, length: int) -> float:
     return streams * length / (time.perf_counter() - started)
 
 
+def one_stream_weight_floor(run_dir: Path, length: int = 2000) -> float:
+    """chars/s of the model's matrix products alone for one stream, nothing else: each
+    character must read every weight matrix once, so this bounds one-stream sampling
+    on this machine (a memory-bandwidth bound, not a compute one)."""
+    import tensorflow as tf
+
+    from charlm.checkpoint import load_checkpoint
+    from charlm.model import recurrent_layers
+    model = load_checkpoint(run_dir).model
+    matrices = [tf.constant(w) for layer in recurrent_layers(model)
+                for w in (layer.cell.kernel.numpy(), layer.cell.recurrent_kernel.numpy())]
+    matrices.append(tf.constant(model.get_layer("logits").kernel.numpy()))
+
+    @tf.function
+    def products(steps):
+        total = tf.constant(0.0)
+        for _ in tf.range(steps):
+            for matrix in matrices:  # a row vector per matrix, as one stream needs
+                total += tf.matmul(tf.ones((1, matrix.shape[0])) * total, matrix)[0, 0]
+        return total
+
+    products(tf.constant(10))
+    started = time.perf_counter()
+    products(tf.constant(length)).numpy()
+    return length / (time.perf_counter() - started)
+
+
 def run_benchmark(cells=CELLS, steps: int = 6) -> dict:
     results = {"matmul_gflops": matmul_gflops(), "cells": {}}
     with tempfile.TemporaryDirectory(prefix="charlm-bench-") as root:
@@ -168,7 +195,8 @@ def run_benchmark(cells=CELLS, steps: int = 6) -> dict:
         if "lstm" in cells:
             results["sample_lstm_chars_per_s"] = {
                 "1_stream": sampling_chars_per_s(root / "run-lstm-fused", 1, 2000),
-                "64_streams": sampling_chars_per_s(root / "run-lstm-fused", 64, 500)}
+                "64_streams": sampling_chars_per_s(root / "run-lstm-fused", 64, 500),
+                "1_stream_weight_floor": one_stream_weight_floor(root / "run-lstm-fused")}
     return results
 
 
@@ -188,5 +216,7 @@ def format_results(results: dict) -> str:
     if "sample_lstm_chars_per_s" in results:
         sample = results["sample_lstm_chars_per_s"]
         lines += ["", f"sampling, 2x512 LSTM: {sample['1_stream']:,.0f} chars/s (1 stream), "
-                      f"{sample['64_streams']:,.0f} chars/s (64 streams)"]
+                      f"{sample['64_streams']:,.0f} chars/s (64 streams)",
+                  f"one stream's bound, the model's matrix products alone (no other op): "
+                  f"{sample['1_stream_weight_floor']:,.0f} chars/s"]
     return "\n".join(lines)

@@ -138,7 +138,8 @@ def run_fused(math, sequences, initial_states, kernel, recurrent_kernel, bias):
         outputs = tf.transpose(state_seqs[0], [1, 0, 2])
 
         def gradient(d_outputs, *d_final_states):
-            d_h_seq = tf.transpose(d_outputs, [1, 0, 2])
+            # None: that output was not used (a layer that returns its last output only).
+            d_h_seq = tf.transpose(zeros_if_none(d_outputs, outputs), [1, 0, 2])
             previous = [tf.concat([s0[tf.newaxis], seq[:-1]], axis=0)
                         for s0, seq in zip(states0, state_seqs)]
             d_px, d_rec, d_states0 = backward_loop(
@@ -229,7 +230,6 @@ def new_arrays(count, dtype, size):
 
 def zeros_if_none(gradient, like):
     return tf.zeros_like(like) if gradient is None else gradient
-
 
 
 # ------------------------------------------------------------------ the layers

@@ -309,3 +309,26 @@ def test_eval_counts_characters_outside_the_vocabulary(trained_run, tmp_path):
     result = invoke("eval", "-c", trained_run, text)
     assert result.exit_code == 0, result.output
     assert "40 unknown" in result.stdout
+
+
+def test_bench_times_a_cell_through_the_cli_and_prints_json(monkeypatch):
+    """The real benchmark at the reference size, one cell, two timed steps (PyTorch left
+    out so the test does not depend on it being installed)."""
+    import json
+
+    from charlm import bench
+    monkeypatch.setattr(bench, "torch_step_function", lambda cell: None)
+    result = invoke("bench", "--cells", "simple_rnn", "--steps", "2", "--json")
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout)
+    entry = figures["cells"]["simple_rnn"]
+    assert figures["matmul_gflops"] > 0
+    assert entry["train_chars_per_s"] > 0 and entry["stock_keras_chars_per_s"] > 0
+    assert 0 < entry["fraction_of_matmul_ceiling"] < 2 and "torch_chars_per_s" not in entry
+    assert "simple_rnn" in bench.format_results(figures)
+
+
+@pytest.mark.parametrize("args, fragment", [(["--cells", "transformer"], "--cells"),
+                                            (["--steps", "1"], "--steps")])
+def test_bench_refuses_bad_options(args, fragment):
+    one_clean_error(invoke("bench", *args), fragment)

@@ -58,6 +58,25 @@ def test_outputs_and_gradients_match_the_stock_layer(cell):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
 
 
+def test_a_layer_returning_its_last_output_only_matches_too():
+    keras.utils.set_random_seed(10)
+    stock = keras.layers.GRU(5)
+    twin = keras.layers.GRU(5)
+    fused.use_fused_loop(twin)
+    x = tf.constant(np.random.default_rng(11).standard_normal((2, 6, 3)), tf.float32)
+    stock(x)
+    twin(x)
+    twin.set_weights(stock.get_weights())
+    gradients = []
+    for layer in (stock, twin):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x) ** 2)
+        gradients.append(tape.gradient(loss, [x, *layer.trainable_weights]))
+    for want, got in zip(*gradients):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("cell", sorted(LAYERS))
 def test_a_training_step_matches_the_stock_model(cell):
     """One model.fit step of the whole charlm model: same loss, same updated weights."""
