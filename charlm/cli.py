@@ -225,7 +225,7 @@ def info(checkpoint: CheckpointOption):
 def bench(
     cells: Annotated[str, typer.Option(help="Comma-separated cells to time.")] =
         "simple_rnn,lstm,gru",
-    steps: Annotated[int, typer.Option(help="Timed training steps per cell.")] = 6,
+    steps: Annotated[int, typer.Option(help="Timed training steps per cell.")] = 8,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ):
     """Training chars/s per cell at the reference size (2x512, batch 64, 100 steps) through
