@@ -272,6 +272,14 @@ def fused_loop_applies(layer, mask) -> bool:
             and not gpu_visible())
 
 
+def describe_loops(layers) -> str:
+    """For the start-up line: which loop the recurrent layers run."""
+    if layers and all(getattr(layer, "uses_fused_loop", False)
+                      and fused_loop_applies(layer, None) for layer in layers):
+        return "fused recurrent loop"
+    return "Keras's recurrent loop (cuDNN on a GPU)"
+
+
 def gpu_visible() -> bool:
     return bool(tf.config.list_logical_devices("GPU"))
 

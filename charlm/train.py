@@ -27,8 +27,9 @@ from charlm.errors import TrainingError
 from charlm.devices import describe_device, resolve_jit, resolve_precision
 from charlm.distribute import (choose_strategy, describe_strategy, distribute_training_data,
                                is_chief, shard_evaluation_data)
+from charlm.fused import describe_loops
 from charlm.model import (build_model, estimated_bytes, is_stateful, parameter_count,
-                          recurrent_states, reset_recurrent_states, restore_recurrent_states,
+                          recurrent_layers, recurrent_states, reset_recurrent_states, restore_recurrent_states,
                           restore_rng_states, rng_states, stateless_copy)
 from charlm.rundir import (RunDir, RunError, TrainState, WorkerRunDir, read_carried_states,
                            read_state)
@@ -196,6 +197,7 @@ def train_locked(config: Config, run_dir: RunDir, resuming: bool, reporter,
         prepare_contiguous(run, model, prepared, jit)
     reporter.message("; ".join(filter(None, [
         describe_device(), describe_strategy(strategy),
+        describe_loops(recurrent_layers(model)),
         f"model {model.name}: {parameter_count(model):,} parameters",
         f"vocabulary {prepared.vocab.size}", f"{len(prepared.train):,} training characters"])))
     return run_loop(run, model, prepared, total)

@@ -114,6 +114,7 @@ def test_saved_files_are_stock_keras_and_load_as_either_implementation(tmp_path,
     np.testing.assert_allclose(stock.predict(tokens, verbose=0), expected, rtol=1e-5, atol=1e-6)
     reloaded = set_implementation(keras.saving.load_model(tmp_path / "m.keras"), "fused")
     assert reloaded.get_layer(f"{cell}_0").uses_fused_loop
+    assert fused.fused_loop_applies(reloaded.get_layer(f"{cell}_0"), None)
     np.testing.assert_allclose(reloaded.predict(tokens, verbose=0), expected, rtol=1e-5, atol=1e-6)
 
 
@@ -156,3 +157,11 @@ def test_options_the_fused_loop_lacks_run_keras_code(options):
     assert not fused.fused_loop_applies(twin, None)
     x = tf.constant(np.random.default_rng(9).standard_normal((2, 4, 5)), tf.float32)
     np.testing.assert_allclose(twin(x)[0].numpy(), stock(x)[0].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_start_up_line_names_the_loop_that_runs(monkeypatch):
+    stock, twin = twin_layers("lstm")
+    assert fused.describe_loops([twin]) == "fused recurrent loop"
+    assert fused.describe_loops([stock, twin]).startswith("Keras's")
+    monkeypatch.setattr(fused, "gpu_visible", lambda: True)
+    assert fused.describe_loops([twin]).startswith("Keras's")
