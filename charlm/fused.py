@@ -94,9 +94,11 @@ class GRUMath:
         (dh,) = d_states
         z, r, candidate, r_h = saved
         (h_prev,) = previous
-        d_candidate = dh * (1.0 - z) * (1.0 - candidate * candidate)
-        d_update = dh * (h_prev - candidate) * z * (1.0 - z)
-        d_reset = d_candidate * r_h * r * (1.0 - r)
+        # TanhGrad(y, dy) = dy * (1 - y^2) and SigmoidGrad(y, dy) = dy * y * (1 - y), each
+        # one op: fewer small ops per step is what speeds this loop up.
+        d_candidate = tf.raw_ops.TanhGrad(y=candidate, dy=dh * (1.0 - z))
+        d_update = tf.raw_ops.SigmoidGrad(y=z, dy=dh * (h_prev - candidate))
+        d_reset = tf.raw_ops.SigmoidGrad(y=r, dy=d_candidate * r_h)
         d_px = tf.concat([d_update, d_reset, d_candidate], axis=-1)
         d_rec = tf.concat([d_update, d_reset, d_candidate * r], axis=-1)
         return d_px, d_rec, (dh * z,)
@@ -116,7 +118,7 @@ class SimpleRNNMath:
     def backward(d_states, saved, states, previous, recurrent_kernel):
         (dh,) = d_states
         (h,) = states
-        da = dh * (1.0 - h * h)
+        da = tf.raw_ops.TanhGrad(y=h, dy=dh)  # dh * (1 - h^2) in one op
         return None, da, (None,)  # None: the input gradient is da too
 
 
