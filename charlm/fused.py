@@ -62,11 +62,14 @@ class LSTMMath:
         _, c = states
         h_prev, c_prev = previous
         # The kernel reads x, w and b for their shapes only: an empty x makes the
-        # recurrent kernel the right shape for w.
+        # recurrent kernel the right shape for w. The zero vectors (no peepholes) have a
+        # static shape, so TensorFlow folds them into constants: no op per step.
+        no_peephole = tf.zeros(recurrent_kernel.shape[:1], recurrent_kernel.dtype)
         dc_prev, dz, *_ = tf.raw_ops.LSTMBlockCellGrad(
             x=h_prev[:, :0], cs_prev=c_prev, h_prev=h_prev, w=recurrent_kernel,
-            wci=c[0], wcf=c[0], wco=c[0], b=recurrent_kernel[0], i=i, cs=c, f=f, o=o,
-            ci=candidate, co=tanh_c, cs_grad=dc, h_grad=dh, use_peephole=False)
+            wci=no_peephole, wcf=no_peephole, wco=no_peephole,
+            b=tf.zeros(recurrent_kernel.shape[1:], recurrent_kernel.dtype), i=i, cs=c, f=f,
+            o=o, ci=candidate, co=tanh_c, cs_grad=dc, h_grad=dh, use_peephole=False)
         # No direct path from h to h': it all goes through the recurrent kernel.
         return None, dz, (None, dc_prev)  # None: the input gradient is dz too
 

@@ -47,8 +47,9 @@ def build_model(config: ModelConfig, vocab_size: int, seed: int | None = 0,
 
 
 def set_implementation(model: keras.Model, implementation: str) -> keras.Model:
-    """Fused: the recurrent layers run charlm's fused loop (charlm.fused). A model
-    loaded from a .keras file has stock layers until this is called."""
+    """Fused: the recurrent layers run charlm's fused loop (charlm.fused); stock leaves
+    them as they are. A model loaded from a .keras file has stock layers until this is
+    called with fused."""
     if implementation == "fused":
         for layer in recurrent_layers(model):
             use_fused_loop(layer)
