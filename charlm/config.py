@@ -106,6 +106,11 @@ class TrainConfig:
                        choices=["random", "contiguous"])
     eval_interval: int = key(200, "Steps between validation evaluations and checkpoints.",
                              minimum=1)
+    eval_seq_length: int = key(None, "Characters per validation window; each window is read "
+                               "from a fresh state and every character of it is scored, as "
+                               "nanoGPT scores its block (256 in its Shakespeare recipe). "
+                               "Unset: train.seq_length. `charlm eval` uses it too.",
+                               minimum=1, maximum=1_000_000, kind="int", optional=True)
     keep_checkpoints: int = key(2, "How many of the latest checkpoints to keep (the best one "
                                 "is kept besides).", minimum=1)
     early_stopping_patience: int = key(None, "Stop after this many evaluations without a new "
@@ -123,6 +128,11 @@ class TrainConfig:
                            "measured slower on CPU with oneDNN here, and cuDNN layers cannot "
                            "be compiled. `on` tries it (one device only).",
                            choices=["auto", "on", "off"])
+
+    @property
+    def eval_length(self) -> int:
+        """The validation window: eval_seq_length, or seq_length when that is unset."""
+        return self.eval_seq_length or self.seq_length
 
 
 @dataclass

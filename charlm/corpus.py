@@ -378,7 +378,8 @@ class PreparedCorpus:
 
 
 def prepare_corpus(data, seq_length: int, vocab: Vocabulary | None = None,
-                   progress: Progress | None = None) -> PreparedCorpus:
+                   progress: Progress | None = None,
+                   val_seq_length: int | None = None) -> PreparedCorpus:
     """Scan, encode and split the corpus a DataConfig names.
 
     The vocabulary is every character of `data.corpus` (unless a run's saved
@@ -402,17 +403,19 @@ def prepare_corpus(data, seq_length: int, vocab: Vocabulary | None = None,
         val = Split(tokens, n_train, tokens.length) if n_train < tokens.length else None
     if val is not None:
         val.stop = min(val.stop, val.start + data.val_max_chars)
-    check_long_enough(train, val, seq_length)
+    check_long_enough(train, val, seq_length, val_seq_length)
     return PreparedCorpus(vocab, stats, train, val)
 
 
-def check_long_enough(train: Split, val: Split | None, seq_length: int) -> None:
+def check_long_enough(train: Split, val: Split | None, seq_length: int,
+                      val_seq_length: int | None = None) -> None:
     need = seq_length + 1
     if len(train) < need:
         raise CorpusError(f"the training text has {len(train)} characters, fewer than one "
                           f"sequence (train.seq_length + 1 = {need}); give more text or lower "
                           f"train.seq_length")
-    if val is not None and len(val) < need:
+    val_need = (val_seq_length or seq_length) + 1
+    if val is not None and len(val) < val_need:
         raise CorpusError(f"the validation text has {len(val)} characters, fewer than one "
-                          f"sequence ({need}); raise data.val_fraction, give data.val_corpus, "
-                          f"or lower train.seq_length")
+                          f"window ({val_need}); raise data.val_fraction, give data.val_corpus, "
+                          f"or lower train.{'eval_' if val_seq_length else ''}seq_length")

@@ -28,12 +28,12 @@ class EvalResult:
 
 def evaluate_file(checkpoint: Path, file: Path) -> EvalResult:
     """Score `file` the way validation is scored during training: consecutive windows of
-    train.seq_length characters, each read from a fresh state."""
+    train.eval_seq_length (default train.seq_length) characters, each from a fresh state."""
     loaded = load_checkpoint(checkpoint)
     if not file.is_file():
         raise CorpusError(f"{file} is not a file; give the text to score")
     check_not_binary(file)
-    seq_length = loaded.config.train.seq_length
+    seq_length = loaded.config.train.eval_length
     tokens = encode_text_file(file, loaded.vocab, loaded.config.data.encoding_errors)
     split = Split(tokens, 0, tokens.length)
     if len(split) < 2:

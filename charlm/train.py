@@ -178,7 +178,8 @@ def train_locked(config: Config, run_dir: RunDir, resuming: bool, reporter,
     checkpoint = check_run_dir(config, run_dir, resuming)
     vocab = corpus_module.Vocabulary.load(run_dir.vocab_path) if resuming else None
     prepared = corpus_module.prepare_corpus(config.data, config.train.seq_length, vocab,
-                                            reporter_progress(reporter))
+                                            reporter_progress(reporter),
+                                            config.train.eval_length)
     check_memory(config, prepared.vocab.size)
     check_distributable(config, strategy)
     resolve_precision(config.train.precision, reporter)
@@ -361,7 +362,7 @@ def reporter_progress(reporter):
 
 def run_loop(run: Run, model: keras.Model, prepared, total: int) -> TrainResult:
     config = run.config.train
-    val_data = evaluation_dataset(prepared.val, config.batch_size, config.seq_length) \
+    val_data = evaluation_dataset(prepared.val, config.batch_size, config.eval_length) \
         if prepared.val is not None else None
     if val_data is not None and model.distribute_strategy.num_replicas_in_sync > 1:
         val_data = shard_evaluation_data(val_data)

@@ -233,3 +233,23 @@ def test_contiguous_needs_enough_text(tmp_path, corpus_file):
     with pytest.raises(CorpusError, match="contiguous windows need at least"):
         train(tiny_config(corpus_file, tmp_path / "run", "train.windows=contiguous",
                           "train.batch_size=2000"))
+
+
+def test_validation_windows_follow_eval_seq_length(tmp_path, corpus_file):
+    """Training's validation loss and `charlm eval` both score windows of
+    train.eval_seq_length characters, not train.seq_length."""
+    from charlm.evaluate import evaluate_file
+    result = train(tiny_config(corpus_file, tmp_path / "run", "train.eval_seq_length=48"))
+    text = corpus_file.read_text(encoding="utf-8")
+    val = tmp_path / "val.txt"
+    val.write_text(text[int(len(text) * 0.9):][:2000], encoding="utf-8")
+    best = [h for h in RunDir(tmp_path / "run").history() if h["step"] == result.state.best_step]
+    scored = evaluate_file(tmp_path / "run", val)
+    assert scored.loss == pytest.approx(best[0]["val_loss"], rel=1e-5)
+    assert scored.chars == (2000 - 1) // 48 * 48
+
+
+def test_validation_text_must_hold_one_eval_window(tmp_path, corpus_file):
+    from charlm.corpus import CorpusError
+    with pytest.raises(CorpusError, match="train.eval_seq_length"):
+        train(tiny_config(corpus_file, tmp_path / "run", "train.eval_seq_length=5000"))
