@@ -32,9 +32,11 @@ bench: $(STAMP)
 	$(BIN)/charlm bench
 
 # Text quality per CPU time: the 100-second Shakespeare preset, then `charlm eval` on the
-# validation slice. CORPUS defaults to ../shared/data/tinyshakespeare.txt or data/.
+# validation slice. CORPUS defaults to ../shared/data/tinyshakespeare.txt or data/;
+# CONFIG=configs/shakespeare.yaml runs the 15-minute preset instead.
+CONFIG ?= configs/shakespeare-quick.yaml
 bench-quality: $(STAMP)
-	$(BIN)/python -m charlm.bench_quality $(CORPUS)
+	$(BIN)/python -m charlm.bench_quality $(CORPUS) --config $(CONFIG)
 
 # Streaming at scale: peak memory 1 MB vs 2 GB corpus, time to first step, pass MB/s,
 # pipeline batches/s (generates the corpora in a temporary directory; run it alone).

@@ -2,7 +2,8 @@
 
 Trains configs/shakespeare-quick.yaml (100-second budget) on tiny Shakespeare, then
 scores the validation slice (the last 10% of characters, never trained on) with
-`charlm eval`, and prints both.
+`charlm eval` (in windows of the config's train.eval_seq_length), and prints both.
+The 15-minute preset: `make bench-quality CONFIG=configs/shakespeare.yaml`.
 
     python -m charlm.bench_quality [CORPUS] [--config configs/shakespeare-quick.yaml]
 """
@@ -14,6 +15,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from charlm.config import load_config
 
 SHARED_CORPUS = Path("../shared/data/tinyshakespeare.txt")
 FETCHED_CORPUS = Path("data/tinyshakespeare.txt")
@@ -45,8 +48,9 @@ def main():
         validation_text = text[int(len(text) * 0.9):]  # the config's val_fraction: 0.1
         validation.write_text(validation_text, encoding="utf-8")
         scored = charlm("eval", "--checkpoint", str(run_dir), str(validation)).stdout.strip()
+    window = load_config(args.config).train.eval_length
     print(f"{args.config} on {corpus}: validation (last 10%, {len(validation_text):,} "
-          f"chars): {scored}")
+          f"chars, windows of {window}): {scored}")
 
 
 if __name__ == "__main__":
