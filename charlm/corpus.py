@@ -384,7 +384,8 @@ def prepare_corpus(data, seq_length: int, vocab: Vocabulary | None = None,
 
     The vocabulary is every character of `data.corpus` (unless a run's saved
     vocabulary is given); validation is the end of the corpus or `data.val_corpus`,
-    bounded by `data.val_max_chars`.
+    bounded by `data.val_max_chars`, and must hold one window of `val_seq_length`
+    (train.eval_seq_length; None: seq_length).
     """
     files = resolve_files(data.corpus, "data.corpus")
     stats = scan_corpus(files, data.encoding_errors, progress)

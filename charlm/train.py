@@ -179,7 +179,7 @@ def train_locked(config: Config, run_dir: RunDir, resuming: bool, reporter,
     vocab = corpus_module.Vocabulary.load(run_dir.vocab_path) if resuming else None
     prepared = corpus_module.prepare_corpus(config.data, config.train.seq_length, vocab,
                                             reporter_progress(reporter),
-                                            config.train.eval_length)
+                                            config.train.eval_seq_length)
     check_memory(config, prepared.vocab.size)
     check_distributable(config, strategy)
     resolve_precision(config.train.precision, reporter)

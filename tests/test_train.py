@@ -249,7 +249,10 @@ def test_validation_windows_follow_eval_seq_length(tmp_path, corpus_file):
     assert scored.chars == (2000 - 1) // 48 * 48
 
 
-def test_validation_text_must_hold_one_eval_window(tmp_path, corpus_file):
+@pytest.mark.parametrize("setting, named", [("train.eval_seq_length=5000", "eval_seq_length"),
+                                             ("train.seq_length=5000", "lower train.seq_length")])
+def test_validation_text_must_hold_one_window_and_the_error_names_the_key(
+        tmp_path, corpus_file, setting, named):
     from charlm.corpus import CorpusError
-    with pytest.raises(CorpusError, match="train.eval_seq_length"):
-        train(tiny_config(corpus_file, tmp_path / "run", "train.eval_seq_length=5000"))
+    with pytest.raises(CorpusError, match=named):
+        train(tiny_config(corpus_file, tmp_path / "run", setting))
