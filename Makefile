@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-data bench-quality install clean
+.PHONY: demo test lint format bench bench-data bench-quality bench-startup install clean
 
 # The main job: train a small model on the built-in corpus (a minute or two), then sample.
 demo: $(STAMP)
@@ -14,6 +14,15 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
+
+# Lint and formatting check (ruff, configured in pyproject.toml); `make format` fixes.
+lint: $(STAMP)
+	$(BIN)/ruff check charlm tests benchmarks
+	$(BIN)/ruff format --check charlm tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix charlm tests benchmarks
+	$(BIN)/ruff format charlm tests benchmarks
 
 install: $(STAMP)
 
@@ -31,14 +40,21 @@ clean:
 bench: $(STAMP)
 	$(BIN)/charlm bench
 
-# Text quality per CPU time: the 100-second Shakespeare preset, then `charlm eval` on the
-# validation slice. CORPUS defaults to ../shared/data/tinyshakespeare.txt or data/;
+# Text quality per CPU time: a Shakespeare preset, then `charlm eval` on the validation
+# slice. CORPUS defaults to data/tinyshakespeare.txt (fetched when missing);
 # CONFIG=configs/shakespeare.yaml runs the 15-minute preset instead.
 CONFIG ?= configs/shakespeare-quick.yaml
+CORPUS ?= data/tinyshakespeare.txt
 bench-quality: $(STAMP)
-	$(BIN)/python -m charlm.bench_quality $(CORPUS) --config $(CONFIG)
+	test -f $(CORPUS) || $(BIN)/charlm data fetch tinyshakespeare --dest data
+	$(BIN)/python benchmarks/quality.py $(CORPUS) --config $(CONFIG)
 
 # Streaming at scale: peak memory 1 MB vs 2 GB corpus, time to first step, pass MB/s,
 # pipeline batches/s (generates the corpora in a temporary directory; run it alone).
 bench-data: $(STAMP)
-	$(BIN)/python -m charlm.bench_data --gigabytes 2
+	$(BIN)/python benchmarks/data.py --gigabytes 2
+
+# Start-up: commands that need no model (help, data, config errors) answer without
+# importing TensorFlow; target `charlm --help` under 1 s.
+bench-startup: $(STAMP)
+	$(BIN)/python benchmarks/startup.py

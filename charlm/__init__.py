@@ -4,7 +4,7 @@ import os
 
 # Keep TensorFlow's C++ log quiet: charlm reports real problems as exceptions and says
 # which device it uses; TF_CPP_MIN_LOG_LEVEL=0 shows everything again. The CLI also mutes
-# the start-up notices printed before this level applies (cli.quiet_tensorflow_start).
+# the start-up notices printed before this level applies (charlm.cli.app.quiet_tensorflow_start).
 DEFAULT_TF_LOG_LEVEL = "3"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", DEFAULT_TF_LOG_LEVEL)
 

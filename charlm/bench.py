@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from charlm.training.reporter import SilentReporter
+
 CELLS = ("simple_rnn", "lstm", "gru")
 GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}
 VOCAB_CHARS = 65
@@ -34,27 +36,22 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
     started = time.perf_counter()
     for _ in range(repeats):
         a @ a
-    return 2 * size ** 3 * repeats / (time.perf_counter() - started) / 1e9
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
 
 
-class ThroughputRecorder:
+class ThroughputRecorder(SilentReporter):
     """A train() reporter that times each training step, from the end of one to the end
     of the next: everything `charlm train` does per step, none of a segment's start-up.
 
     With `between_steps` (PyTorch's step), it runs and times that after every charlm
-    step, so the two alternate step by step and see the same machine: this machine is
-    shared, and its speed drifts by tens of percent within a minute."""
+    step, so the two alternate step by step and see the same machine: on a shared machine
+    the speed drifts by tens of percent within a minute."""
 
     def __init__(self, between_steps=None):
         self.between_steps = between_steps
         self.step_times: list[float] = []
         self.other_times: list[float] = []
         self.resumed = time.perf_counter()
-
-    def start(self, total_steps, step): ...
-    def evaluated(self, step, val_loss): ...
-    def message(self, text): ...
-    def close(self): ...
 
     def advance(self, step, loss, chars_per_s):
         self.step_times.append(time.perf_counter() - self.resumed)
@@ -81,21 +78,29 @@ def reference_corpus(root: Path) -> Path:
     return path
 
 
-def train_chars_per_s(cell: str, corpus: Path, root: Path, steps: int,
-                      implementation: str = "fused", torch_step=None) -> tuple:
-    """Train through charlm.train.train for two segments of `steps` + 1 steps (the first
+def train_chars_per_s(
+    cell: str, corpus: Path, root: Path, steps: int, implementation: str = "fused", torch_step=None
+) -> tuple:
+    """Train through charlm.training.loop.train for two segments of `steps` + 1 steps (the first
     one compiles) and time the last `steps`: (charlm chars/s, torch_step's chars/s)."""
     from charlm.config import load_config
-    from charlm.train import train
-    settings = [f"model.cell={cell}", f"model.layers={REFERENCE['layers']}",
-                f"model.units={REFERENCE['units']}",
-                f"model.embedding_dim={REFERENCE['embedding_dim']}",
-                f"train.batch_size={REFERENCE['batch_size']}",
-                f"train.seq_length={REFERENCE['seq_length']}", "train.clip_norm=5",
-                f"train.steps={2 * (steps + 1)}", f"train.eval_interval={steps + 1}",
-                "data.val_max_chars=101", f"data.corpus={corpus}",
-                f"model.implementation={implementation}",
-                f"train.run_dir={root / f'run-{cell}-{implementation}'}"]
+    from charlm.training.loop import train
+
+    settings = [
+        f"model.cell={cell}",
+        f"model.layers={REFERENCE['layers']}",
+        f"model.units={REFERENCE['units']}",
+        f"model.embedding_dim={REFERENCE['embedding_dim']}",
+        f"train.batch_size={REFERENCE['batch_size']}",
+        f"train.seq_length={REFERENCE['seq_length']}",
+        "train.clip_norm=5",
+        f"train.steps={2 * (steps + 1)}",
+        f"train.eval_interval={steps + 1}",
+        "data.val_max_chars=101",
+        f"data.corpus={corpus}",
+        f"model.implementation={implementation}",
+        f"train.run_dir={root / f'run-{cell}-{implementation}'}",
+    ]
     recorder = ThroughputRecorder(torch_step)
     train(load_config(None, settings), reporter=recorder)
     other = best_rate(recorder.other_times, steps) if torch_step else None
@@ -112,11 +117,18 @@ def torch_step_function(cell: str):
     torch.manual_seed(0)
     layer = {"simple_rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
     vocab = VOCAB_CHARS + 1
-    model = torch.nn.ModuleDict(dict(
-        embedding=torch.nn.Embedding(vocab, REFERENCE["embedding_dim"]),
-        rnn=layer(REFERENCE["embedding_dim"], REFERENCE["units"], REFERENCE["layers"],
-                  batch_first=True),
-        logits=torch.nn.Linear(REFERENCE["units"], vocab)))
+    model = torch.nn.ModuleDict(
+        dict(
+            embedding=torch.nn.Embedding(vocab, REFERENCE["embedding_dim"]),
+            rnn=layer(
+                REFERENCE["embedding_dim"],
+                REFERENCE["units"],
+                REFERENCE["layers"],
+                batch_first=True,
+            ),
+            logits=torch.nn.Linear(REFERENCE["units"], vocab),
+        )
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     batch, length = REFERENCE["batch_size"], REFERENCE["seq_length"]
     tokens = torch.randint(0, vocab, (batch, length + 1))
@@ -124,7 +136,8 @@ def torch_step_function(cell: str):
     def step():
         hidden, _ = model["rnn"](model["embedding"](tokens[:, :-1]))
         loss = torch.nn.functional.cross_entropy(
-            model["logits"](hidden).reshape(-1, vocab), tokens[:, 1:].reshape(-1))
+            model["logits"](hidden).reshape(-1, vocab), tokens[:, 1:].reshape(-1)
+        )
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -137,8 +150,9 @@ def torch_step_function(cell: str):
 
 def sampling_chars_per_s(run_dir: Path, streams: int, length: int) -> float:
     """Generation rate of `charlm sample`'s Sampler on a trained reference model."""
-    from charlm.checkpoint import load_checkpoint
     from charlm.generate import Sampler, SamplingOptions
+    from charlm.run.load import load_checkpoint
+
     loaded = load_checkpoint(run_dir)
     sampler = Sampler(loaded.model, loaded.vocab)
     for _ in sampler.sample([0], streams, SamplingOptions(length=200, seed=0)):
@@ -153,12 +167,11 @@ def one_stream_weight_floor(run_dir: Path, length: int = 1000) -> float:
     """chars/s of the model's vector-matrix products alone for one stream (numpy, no
     other op): each character must read every weight matrix once, about 13 MB for the
     2x512 LSTM, so memory bandwidth, not arithmetic, bounds one-stream sampling."""
-    from charlm.checkpoint import load_checkpoint
-    from charlm.model import recurrent_layers
+    from charlm.model.step import CharacterStep
+    from charlm.run.load import load_checkpoint
+
     model = load_checkpoint(run_dir).model
-    matrices = [w.numpy() for layer in recurrent_layers(model)
-                for w in (layer.cell.kernel, layer.cell.recurrent_kernel)]
-    matrices.append(model.get_layer("logits").kernel.numpy())
+    matrices = [w.numpy() for w in CharacterStep(model).matrices()]
     rows = [np.ones((1, m.shape[0]), np.float32) for m in matrices]
     started = time.perf_counter()
     for _ in range(length):
@@ -173,13 +186,16 @@ def run_benchmark(cells=CELLS, steps: int = 8) -> dict:
         root = Path(root)
         corpus = reference_corpus(root)
         for cell in cells:
-            rate, torch_rate = train_chars_per_s(cell, corpus, root, steps,
-                                                 torch_step=torch_step_function(cell))
+            rate, torch_rate = train_chars_per_s(
+                cell, corpus, root, steps, torch_step=torch_step_function(cell)
+            )
             gflops = 3 * forward_flops_per_char(cell) * rate / 1e9
-            entry = {"train_chars_per_s": rate, "train_gflops": gflops,
-                     "fraction_of_matmul_ceiling": gflops / results["matmul_gflops"],
-                     "stock_keras_chars_per_s": train_chars_per_s(cell, corpus, root, steps,
-                                                                  "stock")[0]}
+            entry = {
+                "train_chars_per_s": rate,
+                "train_gflops": gflops,
+                "fraction_of_matmul_ceiling": gflops / results["matmul_gflops"],
+                "stock_keras_chars_per_s": train_chars_per_s(cell, corpus, root, steps, "stock")[0],
+            }
             if torch_rate:
                 entry.update(torch_chars_per_s=torch_rate, ratio_to_torch=rate / torch_rate)
             results["cells"][cell] = entry
@@ -187,27 +203,39 @@ def run_benchmark(cells=CELLS, steps: int = 8) -> dict:
             results["sample_lstm_chars_per_s"] = {
                 "1_stream": sampling_chars_per_s(root / "run-lstm-fused", 1, 2000),
                 "64_streams": sampling_chars_per_s(root / "run-lstm-fused", 64, 500),
-                "1_stream_weight_floor": one_stream_weight_floor(root / "run-lstm-fused")}
+                "1_stream_weight_floor": one_stream_weight_floor(root / "run-lstm-fused"),
+            }
     return results
 
 
 def format_results(results: dict) -> str:
-    lines = [f"matmul ceiling (numpy float32 2048x2048, all cores): "
-             f"{results['matmul_gflops']:.0f} GFLOP/s", "",
-             "| cell | charlm train chars/s | GFLOP/s | of ceiling | stock Keras layers "
-             "| PyTorch chars/s | charlm / PyTorch |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"matmul ceiling (numpy float32 2048x2048, all cores): "
+        f"{results['matmul_gflops']:.0f} GFLOP/s",
+        "",
+        "| cell | charlm train chars/s | GFLOP/s | of ceiling | stock Keras layers "
+        "| PyTorch chars/s | charlm / PyTorch |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for cell, entry in results["cells"].items():
-        torch_rate = f"{entry['torch_chars_per_s']:,.0f}" if "torch_chars_per_s" in entry \
+        torch_rate = (
+            f"{entry['torch_chars_per_s']:,.0f}"
+            if "torch_chars_per_s" in entry
             else "not installed"
+        )
         ratio = f"{entry['ratio_to_torch']:.2f}x" if "ratio_to_torch" in entry else "-"
-        lines.append(f"| {cell} | {entry['train_chars_per_s']:,.0f} | "
-                     f"{entry['train_gflops']:.0f} | {entry['fraction_of_matmul_ceiling']:.0%} | "
-                     f"{entry['stock_keras_chars_per_s']:,.0f} | {torch_rate} | {ratio} |")
+        lines.append(
+            f"| {cell} | {entry['train_chars_per_s']:,.0f} | "
+            f"{entry['train_gflops']:.0f} | {entry['fraction_of_matmul_ceiling']:.0%} | "
+            f"{entry['stock_keras_chars_per_s']:,.0f} | {torch_rate} | {ratio} |"
+        )
     if "sample_lstm_chars_per_s" in results:
         sample = results["sample_lstm_chars_per_s"]
-        lines += ["", f"sampling, 2x512 LSTM: {sample['1_stream']:,.0f} chars/s (1 stream), "
-                      f"{sample['64_streams']:,.0f} chars/s (64 streams)",
-                  f"one stream's bound, the model's matrix products alone (no other op): "
-                  f"{sample['1_stream_weight_floor']:,.0f} chars/s"]
+        lines += [
+            "",
+            f"sampling, 2x512 LSTM: {sample['1_stream']:,.0f} chars/s (1 stream), "
+            f"{sample['64_streams']:,.0f} chars/s (64 streams)",
+            f"one stream's bound, the model's matrix products alone (no other op): "
+            f"{sample['1_stream_weight_floor']:,.0f} chars/s",
+        ]
     return "\n".join(lines)

@@ -1,12 +1,22 @@
-"""The errors a user can fix: the CLI prints their message as one line, exit code 2."""
-
-from charlm.config import ConfigError
-from charlm.corpus import CorpusError
-from charlm.rundir import RunError
+"""The errors a user can fix. The CLI prints their message as one line
+(`charlm: error: ...`) and exits with code 2; nothing prints a traceback for them."""
 
 
-class TrainingError(RuntimeError):
-    """Training could not go on (non-finite loss); what was saved is kept."""
+class CharlmError(ValueError):
+    """Something the user can fix; the message says what is wrong and how to fix it."""
 
 
-USER_ERRORS = (ConfigError, CorpusError, RunError, TrainingError)
+class ConfigError(CharlmError):
+    """A config problem; the message names the key."""
+
+
+class CorpusError(CharlmError):
+    """A corpus problem; the message names the file."""
+
+
+class RunError(CharlmError):
+    """A run-directory or checkpoint problem; the message names the path."""
+
+
+class TrainingError(CharlmError):
+    """Training could not go on (a non-finite loss); what was saved is kept."""

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import keras
 
-from charlm.checkpoint import load_checkpoint
-from charlm.corpus import CorpusError, Split, check_not_binary, encode_text_file
-from charlm.dataset import evaluation_dataset
+from charlm.data.pipeline import evaluation_dataset
+from charlm.data.sources import check_not_binary
+from charlm.data.split import Split
+from charlm.data.tokens import encode_text_file
+from charlm.errors import CorpusError
+from charlm.run.load import load_checkpoint
 
 EVAL_BATCH = 64
 
@@ -41,13 +44,16 @@ def evaluate_file(checkpoint: Path, file: Path) -> EvalResult:
     seq_length = min(seq_length, len(split) - 1)
     model = loaded.model
     model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    loss = model.evaluate(evaluation_dataset(split, EVAL_BATCH, seq_length), verbose=0,
-                          return_dict=True)["loss"]
+    loss = model.evaluate(
+        evaluation_dataset(split, EVAL_BATCH, seq_length), verbose=0, return_dict=True
+    )["loss"]
     scored = (len(split) - 1) // seq_length * seq_length
     return EvalResult(float(loss), scored, count_unknown(tokens, loaded.vocab.unknown_id))
 
 
 def count_unknown(tokens, unknown_id: int, chunk: int = 1 << 24) -> int:
     """How many characters of the file the vocabulary does not know (read in chunks)."""
-    return sum(int((tokens.read(start, min(chunk, tokens.length - start)) == unknown_id).sum())
-               for start in range(0, tokens.length, chunk))
+    return sum(
+        int((tokens.read(start, min(chunk, tokens.length - start)) == unknown_id).sum())
+        for start in range(0, tokens.length, chunk)
+    )

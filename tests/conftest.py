@@ -9,12 +9,21 @@ import pytest
 
 from charlm.config import load_config
 
-WORDS = ("the cat sat on a mat and then it ran to see what was in the box; "
-         "a dog came by, and they both looked at the sky. ").split()
+WORDS = (
+    "the cat sat on a mat and then it ran to see what was in the box; "
+    "a dog came by, and they both looked at the sky. "
+).split()
 TINY_SETTINGS = [
-    "model.cell=gru", "model.layers=1", "model.units=16", "model.embedding_dim=8",
-    "train.batch_size=4", "train.seq_length=16", "train.steps=12", "train.eval_interval=6",
-    "train.learning_rate=0.01", "data.val_max_chars=2000",
+    "model.cell=gru",
+    "model.layers=1",
+    "model.units=16",
+    "model.embedding_dim=8",
+    "train.batch_size=4",
+    "train.seq_length=16",
+    "train.steps=12",
+    "train.eval_interval=6",
+    "train.learning_rate=0.01",
+    "data.val_max_chars=2000",
 ]
 
 
@@ -44,17 +53,19 @@ def corpus_file(tmp_path) -> Path:
 
 
 def tiny_config(corpus: Path, run_dir: Path, *more: str):
-    return load_config(None, TINY_SETTINGS + [f"data.corpus={corpus}",
-                                              f"train.run_dir={run_dir}", *more])
+    return load_config(
+        None, TINY_SETTINGS + [f"data.corpus={corpus}", f"train.run_dir={run_dir}", *more]
+    )
 
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
     """One tiny run shared by the sampling, eval and info tests (they only read it)."""
-    from charlm.train import train
+    from charlm.training.loop import train
 
     root = tmp_path_factory.mktemp("trained")
     import os
+
     os.environ.setdefault("CHARLM_CACHE_DIR", str(root / "cache"))
     corpus = root / "corpus.txt"
     corpus.write_text(generated_text(20_000, extra="éλ"), encoding="utf-8")

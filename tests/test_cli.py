@@ -12,8 +12,8 @@ from functools import partial
 import pytest
 from typer.testing import CliRunner
 
-from charlm import fetch
 from charlm.cli import app
+from charlm.data import fetch
 from tests.conftest import TINY_SETTINGS, generated_text
 
 runner = CliRunner()
@@ -39,8 +39,13 @@ def one_clean_error(result, fragment):
 @pytest.mark.parametrize("cell", ["simple_rnn", "lstm", "gru"])
 def test_train_resume_sample_eval_info_for_each_cell(tmp_path, corpus_file, cell):
     run = tmp_path / "run"
-    settings = sets(*TINY_SETTINGS, f"model.cell={cell}", f"data.corpus={corpus_file}",
-                    f"train.run_dir={run}", "train.steps=6")
+    settings = sets(
+        *TINY_SETTINGS,
+        f"model.cell={cell}",
+        f"data.corpus={corpus_file}",
+        f"train.run_dir={run}",
+        "train.steps=6",
+    )
     result = invoke("train", *settings)
     assert result.exit_code == 0, result.output
     assert "parameters" in result.stderr and "stopped by steps at step 6" in result.stderr
@@ -67,8 +72,23 @@ def test_train_resume_sample_eval_info_for_each_cell(tmp_path, corpus_file, cell
 
 
 def test_sample_options(trained_run):
-    result = invoke("sample", "-c", trained_run, "--length", 30, "--num-samples", 3,
-                    "--top-k", 5, "--top-p", 0.9, "--temperature", 1.2, "--seed", 1)
+    result = invoke(
+        "sample",
+        "-c",
+        trained_run,
+        "--length",
+        30,
+        "--num-samples",
+        3,
+        "--top-k",
+        5,
+        "--top-p",
+        0.9,
+        "--temperature",
+        1.2,
+        "--seed",
+        1,
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout.count("--- sample") == 2
     argmax = invoke("sample", "-c", trained_run, "--length", 30, "--argmax")
@@ -82,14 +102,17 @@ def test_unknown_prime_characters_warn(trained_run):
     assert result.stdout.startswith("the ")
 
 
-@pytest.mark.parametrize("option, value, fragment", [
-    ("--length", -1, "--length must be 0 or more"),
-    ("--top-p", 2, "--top-p must be above 0 and at most 1"),
-    ("--top-p", 0, "--top-p must be above 0"),
-    ("--top-k", -2, "--top-k must be 0"),
-    ("--temperature", -1, "--temperature must be 0"),
-    ("--num-samples", 0, "--num-samples must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "option, value, fragment",
+    [
+        ("--length", -1, "--length must be 0 or more"),
+        ("--top-p", 2, "--top-p must be above 0 and at most 1"),
+        ("--top-p", 0, "--top-p must be above 0"),
+        ("--top-k", -2, "--top-k must be 0"),
+        ("--temperature", -1, "--temperature must be 0"),
+        ("--num-samples", 0, "--num-samples must be between 1 and"),
+    ],
+)
 def test_bad_sampling_options(trained_run, option, value, fragment):
     one_clean_error(invoke("sample", "-c", trained_run, option, value), fragment)
 
@@ -107,18 +130,22 @@ def test_missing_and_corrupt_checkpoints(tmp_path, trained_run):
 
 def test_checkpoint_from_a_different_vocabulary(tmp_path, trained_run):
     import shutil
+
     other = tmp_path / "other"
     shutil.copytree(trained_run, other)
     (other / "vocab.json").write_text('{"chars": ["a", "b"]}')
     one_clean_error(invoke("sample", "-c", other), "different vocabulary")
 
 
-@pytest.mark.parametrize("content, fragment", [
-    ("model:\n  cell: [lstm\n", "not valid YAML"),
-    ("model:\n  units: -5\n", "model.units must be between 1"),
-    ("model:\n  cells: lstm\n", "did you mean model.cell"),
-    ("train:\n  batch_size: lots\n", "train.batch_size must be a whole number"),
-])
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        ("model:\n  cell: [lstm\n", "not valid YAML"),
+        ("model:\n  units: -5\n", "model.units must be between 1"),
+        ("model:\n  cells: lstm\n", "did you mean model.cell"),
+        ("train:\n  batch_size: lots\n", "train.batch_size must be a whole number"),
+    ],
+)
 def test_bad_config_files(tmp_path, content, fragment):
     path = tmp_path / "c.yaml"
     path.write_text(content)
@@ -131,15 +158,26 @@ def bad_corpus_cases(tmp_path):
     (tmp_path / "binary.bin").write_bytes(b"\x7fELF\0\0\0\x01")
     (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
     (tmp_path / "nodir").mkdir()
-    return [("empty.txt", "is empty"), ("short.txt", "fewer than one sequence"),
-            ("binary.bin", "binary"), ("latin1.txt", "invalid UTF-8 at byte offset 3"),
-            ("nodir", "holds no text files"), ("absent.txt", "does not exist")]
+    return [
+        ("empty.txt", "is empty"),
+        ("short.txt", "fewer than one sequence"),
+        ("binary.bin", "binary"),
+        ("latin1.txt", "invalid UTF-8 at byte offset 3"),
+        ("nodir", "holds no text files"),
+        ("absent.txt", "does not exist"),
+    ]
 
 
 def test_bad_corpora(tmp_path):
     for name, fragment in bad_corpus_cases(tmp_path):
-        result = invoke("train", *sets(*TINY_SETTINGS, f"data.corpus={tmp_path / name}",
-                                       f"train.run_dir={tmp_path / 'run'}"))
+        result = invoke(
+            "train",
+            *sets(
+                *TINY_SETTINGS,
+                f"data.corpus={tmp_path / name}",
+                f"train.run_dir={tmp_path / 'run'}",
+            ),
+        )
         one_clean_error(result, fragment)
 
 
@@ -164,6 +202,7 @@ def local_server(tmp_path):
     """An HTTP server on 127.0.0.1 serving tmp_path/served."""
     served = tmp_path / "served"
     served.mkdir()
+
     class QuietHandler(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
             pass
@@ -181,8 +220,15 @@ def test_data_fetch_verifies_the_download(tmp_path, local_server, monkeypatch):
     (served / "input.txt").write_bytes(text)
     known = dict(fetch.KNOWN_CORPORA["tinyshakespeare"], sha256=hashlib.sha256(text).hexdigest())
     monkeypatch.setitem(fetch.KNOWN_CORPORA, "tinyshakespeare", known)
-    result = invoke("data", "fetch", "tinyshakespeare", "--dest", tmp_path / "data",
-                    "--url", f"{base}/input.txt")
+    result = invoke(
+        "data",
+        "fetch",
+        "tinyshakespeare",
+        "--dest",
+        tmp_path / "data",
+        "--url",
+        f"{base}/input.txt",
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "data" / "tinyshakespeare.txt").read_bytes() == text
 
@@ -190,8 +236,15 @@ def test_data_fetch_verifies_the_download(tmp_path, local_server, monkeypatch):
 def test_data_fetch_refuses_a_wrong_file(tmp_path, local_server):
     served, base = local_server
     (served / "input.txt").write_text("not shakespeare")
-    result = invoke("data", "fetch", "tinyshakespeare", "--dest", tmp_path / "data",
-                    "--url", f"{base}/input.txt")
+    result = invoke(
+        "data",
+        "fetch",
+        "tinyshakespeare",
+        "--dest",
+        tmp_path / "data",
+        "--url",
+        f"{base}/input.txt",
+    )
     one_clean_error(result, "has sha256")
     assert not (tmp_path / "data" / "tinyshakespeare.txt").exists()
     one_clean_error(invoke("data", "fetch", "nosuch"), "unknown corpus")
@@ -199,9 +252,14 @@ def test_data_fetch_refuses_a_wrong_file(tmp_path, local_server):
 
 # ---------------------------------------------------------------- real processes
 
+
 def charlm_process(*args):
-    return subprocess.Popen([sys.executable, "-m", "charlm.cli", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "charlm.cli", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for(predicate, timeout=120):
@@ -216,19 +274,33 @@ def wait_for(predicate, timeout=120):
 @pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
 def test_signal_saves_and_prints_the_resume_command(tmp_path, corpus_file, signum):
     import signal
+
     run = tmp_path / "run"
-    process = charlm_process("train", *sets(*TINY_SETTINGS, f"data.corpus={corpus_file}",
-                                            f"train.run_dir={run}", "train.steps=1000000",
-                                            "train.eval_interval=100000"))
-    wait_for(lambda: (run / "history.jsonl").exists() or process.poll() is not None or
-             (run / "config.yaml").exists())
+    process = charlm_process(
+        "train",
+        *sets(
+            *TINY_SETTINGS,
+            f"data.corpus={corpus_file}",
+            f"train.run_dir={run}",
+            "train.steps=1000000",
+            "train.eval_interval=100000",
+        ),
+    )
+    wait_for(
+        lambda: (
+            (run / "history.jsonl").exists()
+            or process.poll() is not None
+            or (run / "config.yaml").exists()
+        )
+    )
     time.sleep(3)  # let it train some steps
     process.send_signal(getattr(signal, signum))
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
     assert f"resume with: charlm train --resume {run}" in err
     assert "Traceback" not in err
-    from charlm.rundir import RunDir
+    from charlm.run.rundir import RunDir
+
     assert RunDir(run).latest_checkpoint() is not None
 
 
@@ -239,16 +311,23 @@ def test_kill_9_while_saving_leaves_a_loadable_checkpoint(tmp_path, corpus_file)
 
     import keras
 
-    from charlm.rundir import RunDir, read_state
+    from charlm.run.rundir import RunDir, read_state
+
     run = tmp_path / "run"
-    settings = sets(*TINY_SETTINGS, f"data.corpus={corpus_file}", f"train.run_dir={run}",
-                    "train.steps=1000000", "train.eval_interval=1", "train.keep_checkpoints=2")
+    settings = sets(
+        *TINY_SETTINGS,
+        f"data.corpus={corpus_file}",
+        f"train.run_dir={run}",
+        "train.steps=1000000",
+        "train.eval_interval=1",
+        "train.keep_checkpoints=2",
+    )
     rng = random.Random(0)
     for attempt in range(3):
         args = ["train", *settings] if attempt == 0 else ["train", "--resume", run]
         before = RunDir(run).latest_checkpoint()
         process = charlm_process(*args)
-        wait_for(lambda: RunDir(run).latest_checkpoint() not in (None, before))
+        wait_for(lambda before=before: RunDir(run).latest_checkpoint() not in (None, before))
         time.sleep(rng.uniform(0.0, 1.0))
         process.kill()
         process.wait()
@@ -261,9 +340,16 @@ def test_kill_9_while_saving_leaves_a_loadable_checkpoint(tmp_path, corpus_file)
 
 def test_second_writer_is_refused_while_the_first_runs(tmp_path, corpus_file):
     run = tmp_path / "run"
-    process = charlm_process("train", *sets(*TINY_SETTINGS, f"data.corpus={corpus_file}",
-                                            f"train.run_dir={run}", "train.steps=1000000",
-                                            "train.eval_interval=100000"))
+    process = charlm_process(
+        "train",
+        *sets(
+            *TINY_SETTINGS,
+            f"data.corpus={corpus_file}",
+            f"train.run_dir={run}",
+            "train.steps=1000000",
+            "train.eval_interval=100000",
+        ),
+    )
     try:
         wait_for(lambda: (run / "config.yaml").exists())
         result = invoke("train", "--resume", run)
@@ -274,12 +360,16 @@ def test_second_writer_is_refused_while_the_first_runs(tmp_path, corpus_file):
 
 
 def test_a_user_error_from_the_real_command_has_no_traceback(tmp_path):
-    completed = subprocess.run([sys.executable, "-m", "charlm.cli", "sample", "--checkpoint",
-                                str(tmp_path / "nothing")], capture_output=True, text=True)
+    completed = subprocess.run(
+        [sys.executable, "-m", "charlm.cli", "sample", "--checkpoint", str(tmp_path / "nothing")],
+        capture_output=True,
+        text=True,
+    )
     assert completed.returncode == 2
     assert completed.stderr.strip().splitlines() == [
         f"charlm: error: --checkpoint {tmp_path / 'nothing'} does not exist; give a run "
-        f"directory (train.run_dir of a finished run)"]
+        f"directory (train.run_dir of a finished run)"
+    ]
 
 
 def test_a_second_ctrl_c_exits_at_once(monkeypatch):
@@ -287,8 +377,10 @@ def test_a_second_ctrl_c_exits_at_once(monkeypatch):
     and the command exits 130 without a traceback."""
     import signal
 
-    from charlm import train as train_module
-    stop = train_module.StopRequest()
+    from charlm.training import loop
+    from charlm.training.callbacks import StopRequest
+
+    stop = StopRequest()
     stop.handle_signal(signal.SIGINT, None)
     assert stop.reason == "interrupted"
     with pytest.raises(KeyboardInterrupt):
@@ -297,7 +389,7 @@ def test_a_second_ctrl_c_exits_at_once(monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module, "train", interrupted)
+    monkeypatch.setattr(loop, "train", interrupted)
     result = invoke("train")
     assert result.exit_code == 130 and "charlm: interrupted" in result.stderr
     assert "Traceback" not in result.output
@@ -317,6 +409,7 @@ def test_bench_times_a_cell_through_the_cli_and_prints_json(monkeypatch):
     import json
 
     from charlm import bench
+
     monkeypatch.setattr(bench, "torch_step_function", lambda cell: None)
     result = invoke("bench", "--cells", "simple_rnn", "--steps", "2", "--json")
     assert result.exit_code == 0, result.output
@@ -328,7 +421,8 @@ def test_bench_times_a_cell_through_the_cli_and_prints_json(monkeypatch):
     assert "simple_rnn" in bench.format_results(figures)
 
 
-@pytest.mark.parametrize("args, fragment", [(["--cells", "transformer"], "--cells"),
-                                            (["--steps", "1"], "--steps")])
+@pytest.mark.parametrize(
+    "args, fragment", [(["--cells", "transformer"], "--cells"), (["--steps", "1"], "--steps")]
+)
 def test_bench_refuses_bad_options(args, fragment):
     one_clean_error(invoke("bench", *args), fragment)

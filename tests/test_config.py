@@ -1,6 +1,8 @@
 import pytest
 
-from charlm.config import ConfigError, config_keys_markdown, load_config
+from charlm.config import load_config
+from charlm.config.docs import config_keys_markdown
+from charlm.errors import ConfigError
 
 
 def write(tmp_path, text):
@@ -25,32 +27,38 @@ def test_override_beats_file(tmp_path):
     assert config.model.cell == "gru"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("model:\n  unitz: 3\n", "did you mean model.units"),
-    ("modle:\n  units: 3\n", "did you mean model"),
-    ("model:\n  units: many\n", "model.units must be a whole number; got 'many'"),
-    ("model:\n  units: -3\n", "model.units must be between 1 and 65536; got -3"),
-    ("model:\n  units: 0\n", "model.units must be between 1 and 65536; got 0"),
-    ("model:\n  cell: lstn\n", "did you mean lstm"),
-    ("model:\n  dropout: 1.5\n", "model.dropout must be between 0.0 and 0.95"),
-    ("train:\n  learning_rate: true\n", "train.learning_rate must be a number"),
-    ("train:\n  steps: 10\n  epochs: 2\n", "keep one of them"),
-    ("model: [1, 2]\n", "must be a mapping"),
-    ("- just\n- a list\n", "must be a mapping of sections"),
-    ("model:\n  cell: [lstm\n", "not valid YAML at line"),
-    ("data:\n  corpus: 5\n", "data.corpus must be a path"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("model:\n  unitz: 3\n", "did you mean model.units"),
+        ("modle:\n  units: 3\n", "did you mean model"),
+        ("model:\n  units: many\n", "model.units must be a whole number; got 'many'"),
+        ("model:\n  units: -3\n", "model.units must be between 1 and 65536; got -3"),
+        ("model:\n  units: 0\n", "model.units must be between 1 and 65536; got 0"),
+        ("model:\n  cell: lstn\n", "did you mean lstm"),
+        ("model:\n  dropout: 1.5\n", "model.dropout must be between 0.0 and 0.95"),
+        ("train:\n  learning_rate: true\n", "train.learning_rate must be a number"),
+        ("train:\n  steps: 10\n  epochs: 2\n", "keep one of them"),
+        ("model: [1, 2]\n", "must be a mapping"),
+        ("- just\n- a list\n", "must be a mapping of sections"),
+        ("model:\n  cell: [lstm\n", "not valid YAML at line"),
+        ("data:\n  corpus: 5\n", "data.corpus must be a path"),
+    ],
+)
 def test_bad_configs_name_the_key(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
         load_config(write(tmp_path, text))
 
 
-@pytest.mark.parametrize("override, message", [
-    ("model.cels=gru", "did you mean model.cell"),
-    ("nosection.x=1", "unknown config section"),
-    ("model.cell", "section.key=value"),
-    ("train.batch_size=-1", "train.batch_size must be between 1 and"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.cels=gru", "did you mean model.cell"),
+        ("nosection.x=1", "unknown config section"),
+        ("model.cell", "section.key=value"),
+        ("train.batch_size=-1", "train.batch_size must be between 1 and"),
+    ],
+)
 def test_bad_overrides(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
@@ -63,8 +71,9 @@ def test_missing_file(tmp_path):
 
 def test_the_readme_documents_every_key_as_declared():
     from pathlib import Path
+
     readme = (Path(__file__).parent.parent / "README.md").read_text()
-    assert config_keys_markdown() in readme, "run `python -m charlm.config` to update it"
+    assert config_keys_markdown() in readme, "run `python -m charlm.config.docs` to update it"
 
 
 def test_run_dir_defaults_to_the_config_name(tmp_path):

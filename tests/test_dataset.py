@@ -1,15 +1,15 @@
 import numpy as np
 
-from charlm import corpus
-from charlm.corpus import Split
-from charlm.dataset import evaluation_dataset, training_batch, training_dataset
+from charlm.data.pipeline import evaluation_dataset, training_batch, training_dataset
+from charlm.data.split import Split
+from charlm.data.tokens import encode_corpus, scan_corpus
 
 
 def token_split(tmp_path, text):
     path = tmp_path / "t.txt"
     path.write_text(text)
-    vocab = corpus.scan_corpus([path]).vocabulary()
-    tokens = corpus.encode_corpus([path], vocab)
+    vocab = scan_corpus([path]).vocabulary()
+    tokens = encode_corpus([path], vocab)
     return Split(tokens, 0, tokens.length), vocab
 
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from charlm.distribute import is_chief
+from charlm.training.distribute import is_chief
 from tests.conftest import TINY_SETTINGS
 
 # Losses agree to float32 round-off: the gradients are the same sums in another order.
@@ -18,12 +18,17 @@ TOLERANCE = 1e-4
 
 def train_process(run_dir, corpus, *args, env=None, steps=10):
     command = [sys.executable, "-m", "charlm.cli", "train", *args]
-    for setting in TINY_SETTINGS + [f"data.corpus={corpus}", f"train.run_dir={run_dir}",
-                                    f"train.steps={steps}", "train.eval_interval=5",
-                                    "train.batch_size=8"]:
+    for setting in TINY_SETTINGS + [
+        f"data.corpus={corpus}",
+        f"train.run_dir={run_dir}",
+        f"train.steps={steps}",
+        "train.eval_interval=5",
+        "train.batch_size=8",
+    ]:
         command += ["--set", setting]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                               env=dict(os.environ, **(env or {})))
+    completed = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env=dict(os.environ, **(env or {}))
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     return completed
 
@@ -50,8 +55,13 @@ def assert_same_losses(got, expected):
 
 def test_mirrored_over_two_logical_cpus_matches_one_process(tmp_path, single_process):
     corpus, expected = single_process
-    completed = train_process(tmp_path / "run", corpus, "--set", "train.distribute=mirrored",
-                              env={"CHARLM_CPU_DEVICES": "2"})
+    completed = train_process(
+        tmp_path / "run",
+        corpus,
+        "--set",
+        "train.distribute=mirrored",
+        env={"CHARLM_CPU_DEVICES": "2"},
+    )
     assert "MirroredStrategy over 2 devices" in completed.stderr
     assert_same_losses(history(tmp_path / "run"), expected)
 
@@ -64,24 +74,44 @@ def test_two_workers_match_one_process_and_only_the_chief_writes(tmp_path, singl
     checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert checkpoints == ["step-00000005", "step-00000010"]
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
-        ".lock", "checkpoints", "config.yaml", "history.jsonl", "model.keras", "tensorboard",
-        "vocab.json"]
+        ".lock",
+        "checkpoints",
+        "config.yaml",
+        "history.jsonl",
+        "model.keras",
+        "tensorboard",
+        "vocab.json",
+    ]
     # Restarting all workers with --resume continues from the last checkpoint.
-    completed = train_process(tmp_path / "run", corpus, "--workers", "2",
-                              "--resume", tmp_path / "run", steps=15)
+    completed = train_process(
+        tmp_path / "run", corpus, "--workers", "2", "--resume", tmp_path / "run", steps=15
+    )
     assert "resuming" in completed.stderr
     assert [h["step"] for h in history(tmp_path / "run")] == [5, 10, 15]
 
 
-@pytest.mark.parametrize("config, chief", [
-    (None, True),
-    ({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}, True),
-    ({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}, False),
-    ({"cluster": {"chief": ["a:1"], "worker": ["b:2"]}, "task": {"type": "worker", "index": 0}},
-     False),
-    ({"cluster": {"chief": ["a:1"], "worker": ["b:2"]}, "task": {"type": "chief", "index": 0}},
-     True),
-])
+@pytest.mark.parametrize(
+    "config, chief",
+    [
+        (None, True),
+        ({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}, True),
+        ({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}, False),
+        (
+            {
+                "cluster": {"chief": ["a:1"], "worker": ["b:2"]},
+                "task": {"type": "worker", "index": 0},
+            },
+            False,
+        ),
+        (
+            {
+                "cluster": {"chief": ["a:1"], "worker": ["b:2"]},
+                "task": {"type": "chief", "index": 0},
+            },
+            True,
+        ),
+    ],
+)
 def test_only_one_task_is_the_chief(monkeypatch, config, chief):
     if config is None:
         monkeypatch.delenv("TF_CONFIG", raising=False)
@@ -92,10 +122,28 @@ def test_only_one_task_is_the_chief(monkeypatch, config, chief):
 
 def test_batch_must_split_evenly_across_replicas(tmp_path, single_process):
     corpus, _ = single_process
-    command = [sys.executable, "-m", "charlm.cli", "train", "--set", f"data.corpus={corpus}",
-               "--set", f"train.run_dir={tmp_path / 'run'}", "--set", "train.batch_size=7",
-               "--set", "train.distribute=mirrored", "--set", "train.steps=2"]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                               env=dict(os.environ, CHARLM_CPU_DEVICES="2"))
+    command = [
+        sys.executable,
+        "-m",
+        "charlm.cli",
+        "train",
+        "--set",
+        f"data.corpus={corpus}",
+        "--set",
+        f"train.run_dir={tmp_path / 'run'}",
+        "--set",
+        "train.batch_size=7",
+        "--set",
+        "train.distribute=mirrored",
+        "--set",
+        "train.steps=2",
+    ]
+    completed = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, CHARLM_CPU_DEVICES="2"),
+    )
     assert completed.returncode == 2
     assert "train.batch_size 7 must be a multiple of the 2 replicas" in completed.stderr

@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from charlm import fused
 from charlm.config import ModelConfig
-from charlm.model import build_model, set_implementation
+from charlm.model import fused
+from charlm.model.build import build_model, set_implementation
 
-LAYERS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU,
-          "simple_rnn": keras.layers.SimpleRNN}
+LAYERS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "simple_rnn": keras.layers.SimpleRNN}
 STATES = {"lstm": 2, "gru": 1, "simple_rnn": 1}
 
 
@@ -27,8 +26,9 @@ def twin_layers(cell, units=6, **options):
     stock(sample)
     twin(sample)
     # Non-zero biases, so that every bias gradient is exercised.
-    twin.set_weights([w + 0.1 * np.random.default_rng(2).standard_normal(w.shape)
-                      for w in stock.get_weights()])
+    twin.set_weights(
+        [w + 0.1 * np.random.default_rng(2).standard_normal(w.shape) for w in stock.get_weights()]
+    )
     stock.set_weights(twin.get_weights())
     return stock, twin
 
@@ -38,8 +38,9 @@ def outputs_and_gradients(layer, x, initial):
         tape.watch([x, *initial])
         sequence, *final = layer(x, initial_state=initial)
         # A loss that weights every output and every final state differently.
-        loss = tf.reduce_sum(sequence * tf.sin(tf.range(tf.size(sequence[0, 0]), dtype=tf.float32))) \
-            + sum(tf.reduce_sum(state ** 2) for state in final)
+        loss = tf.reduce_sum(
+            sequence * tf.sin(tf.range(tf.size(sequence[0, 0]), dtype=tf.float32))
+        ) + sum(tf.reduce_sum(state**2) for state in final)
     gradients = tape.gradient(loss, [x, *initial, *layer.trainable_weights])
     return [sequence, *final], gradients
 
@@ -49,8 +50,9 @@ def test_outputs_and_gradients_match_the_stock_layer(cell):
     stock, twin = twin_layers(cell)
     rng = np.random.default_rng(0)
     x = tf.constant(rng.standard_normal((3, 7, 5)), tf.float32)
-    initial = [tf.constant(rng.standard_normal((3, 6)) * 0.5, tf.float32)
-               for _ in range(STATES[cell])]
+    initial = [
+        tf.constant(rng.standard_normal((3, 6)) * 0.5, tf.float32) for _ in range(STATES[cell])
+    ]
     assert fused.fused_loop_applies(twin, None)
     expected_out, expected_grads = outputs_and_gradients(stock, x, initial)
     got_out, got_grads = outputs_and_gradients(twin, x, initial)
@@ -80,15 +82,20 @@ def test_a_layer_returning_its_last_output_only_matches_too():
 @pytest.mark.parametrize("cell", sorted(LAYERS))
 def test_a_training_step_matches_the_stock_model(cell):
     """One model.fit step of the whole charlm model: same loss, same updated weights."""
+
     def fitted(implementation):
-        config = ModelConfig(cell=cell, layers=2, units=8, embedding_dim=4,
-                             implementation=implementation)
+        config = ModelConfig(
+            cell=cell, layers=2, units=8, embedding_dim=4, implementation=implementation
+        )
         model = build_model(config, vocab_size=11, seed=3)
-        model.compile(optimizer=keras.optimizers.Adam(0.01, global_clipnorm=5.0),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.compile(
+            optimizer=keras.optimizers.Adam(0.01, global_clipnorm=5.0),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
         tokens = np.random.default_rng(4).integers(0, 11, (4, 13)).astype("int32")
-        loss = model.fit(tokens[:, :-1], tokens[:, 1:], batch_size=4, epochs=2,
-                         verbose=0).history["loss"]
+        loss = model.fit(tokens[:, :-1], tokens[:, 1:], batch_size=4, epochs=2, verbose=0).history[
+            "loss"
+        ]
         return loss, model.get_weights()
 
     (stock_loss, stock_weights), (fused_loss, fused_weights) = fitted("stock"), fitted("fused")
@@ -103,8 +110,9 @@ def test_saved_files_are_stock_keras_and_load_as_either_implementation(tmp_path,
     gives stock layers (what a GPU runs on cuDNN) with identical outputs; charlm makes
     them fused again, with identical outputs too."""
     tokens = np.random.default_rng(5).integers(0, 11, (2, 9)).astype("int32")
-    model = build_model(ModelConfig(cell=cell, layers=1, units=8, embedding_dim=4),
-                        vocab_size=11, seed=6)
+    model = build_model(
+        ModelConfig(cell=cell, layers=1, units=8, embedding_dim=4), vocab_size=11, seed=6
+    )
     assert model.get_layer(f"{cell}_0").uses_fused_loop
     model.save(tmp_path / "m.keras")
     stock = keras.saving.load_model(tmp_path / "m.keras")
@@ -150,8 +158,9 @@ def test_a_visible_gpu_hands_the_layer_to_keras(monkeypatch):
     assert calls == [twin.name]
 
 
-@pytest.mark.parametrize("options", [{"dropout": 0.5}, {"go_backwards": True},
-                                     {"activation": "relu"}])
+@pytest.mark.parametrize(
+    "options", [{"dropout": 0.5}, {"go_backwards": True}, {"activation": "relu"}]
+)
 def test_options_the_fused_loop_lacks_run_keras_code(options):
     stock, twin = twin_layers("lstm", **options)
     assert not fused.fused_loop_applies(twin, None)

@@ -3,17 +3,18 @@ import numpy as np
 import pytest
 
 from charlm.config import ModelConfig
-from charlm.corpus import Vocabulary
+from charlm.data.vocabulary import Vocabulary
 from charlm.generate import Sampler, SamplingOptions, choose, keep_top_k, keep_top_p
-from charlm.model import build_model, parameter_count
+from charlm.model.build import build_model, parameter_count
 
 VOCAB = Vocabulary(list("abcdefgh\n"))
 
 
 @pytest.mark.parametrize("cell", ["simple_rnn", "lstm", "gru"])
 def test_each_cell_builds_and_round_trips_through_keras_files(tmp_path, cell):
-    model = build_model(ModelConfig(cell=cell, layers=2, units=8, embedding_dim=4, dropout=0.1),
-                        VOCAB.size)
+    model = build_model(
+        ModelConfig(cell=cell, layers=2, units=8, embedding_dim=4, dropout=0.1), VOCAB.size
+    )
     tokens = np.array([[0, 1, 2], [3, 4, 5]], dtype="int32")
     logits = model(tokens)
     assert logits.shape == (2, 3, VOCAB.size) and logits.dtype == "float32"
@@ -28,14 +29,16 @@ def test_parameter_count_matches_the_formula():
 
 
 def sampler(cell="gru"):
-    model = build_model(ModelConfig(cell=cell, layers=2, units=8, embedding_dim=4), VOCAB.size,
-                        seed=1)
+    model = build_model(
+        ModelConfig(cell=cell, layers=2, units=8, embedding_dim=4), VOCAB.size, seed=1
+    )
     return Sampler(model, VOCAB), model
 
 
 def generate(sampler_, prime, streams=1, **options):
-    chunks = list(sampler_.sample(VOCAB.encode(prime).tolist(), streams,
-                                  SamplingOptions(**options)))
+    chunks = list(
+        sampler_.sample(VOCAB.encode(prime).tolist(), streams, SamplingOptions(**options))
+    )
     return np.concatenate(chunks, axis=1)
 
 
@@ -56,7 +59,7 @@ def test_stepwise_state_matches_the_full_model(cell):
     greedy = generate(s, "abc", length=300, argmax=True, seed=0)[0].tolist()
     logits = model(np.array([prime + greedy[:-1]], dtype="int32"))[0].numpy()
     logits[:, VOCAB.unknown_id] = -np.inf
-    assert np.argmax(logits[len(prime) - 1:], axis=-1).tolist() == greedy
+    assert np.argmax(logits[len(prime) - 1 :], axis=-1).tolist() == greedy
 
 
 def test_temperature_zero_top_k_one_and_tiny_top_p_mean_argmax():
@@ -81,6 +84,8 @@ def test_top_k_and_top_p_filters():
     assert np.isfinite(keep_top_p(logits, 0.7).numpy()).tolist() == [[True, True, False, False]]
     assert np.isfinite(keep_top_p(logits, 1.0).numpy()).all()
     assert choose(logits, np.array([1, 2]), 1.0, 0, 1.0, "argmax").numpy().tolist() == [0]
-    picks = [choose(logits, np.array([1, seed]), 1.0, 2, 1.0, "filtered").numpy()[0]
-             for seed in range(40)]
+    picks = [
+        choose(logits, np.array([1, seed]), 1.0, 2, 1.0, "filtered").numpy()[0]
+        for seed in range(40)
+    ]
     assert set(picks) == {0, 1}

@@ -5,10 +5,13 @@ import signal
 import numpy as np
 import pytest
 
-from charlm import fused
-from charlm.config import ConfigError, load_config
-from charlm.rundir import RunDir, RunError
-from charlm.train import SilentReporter, TrainingError, time_annealed_rate, train
+from charlm.config import load_config
+from charlm.errors import ConfigError, RunError, TrainingError
+from charlm.model import fused
+from charlm.run.rundir import RunDir
+from charlm.training.loop import train
+from charlm.training.optimizer import time_annealed_rate
+from charlm.training.reporter import SilentReporter
 from tests.conftest import tiny_config
 
 
@@ -39,13 +42,20 @@ def test_train_writes_a_self_describing_run(tmp_path, corpus_file):
 
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tmp_path, corpus_file, dropout):
-    settings = ("model.cell=lstm", f"model.dropout={dropout}", "train.steps=20",
-                "train.eval_interval=10", "train.schedule=cosine", "train.warmup_steps=4")
+    settings = (
+        "model.cell=lstm",
+        f"model.dropout={dropout}",
+        "train.steps=20",
+        "train.eval_interval=10",
+        "train.schedule=cosine",
+        "train.warmup_steps=4",
+    )
     whole = train(tiny_config(corpus_file, tmp_path / "whole", *settings))
     first = train(tiny_config(corpus_file, tmp_path / "split", *settings), reporter=InterruptAt(7))
     assert first.stopped_by == "interrupted" and first.state.step == 7
-    resumed = train(tiny_config(corpus_file, tmp_path / "split", *settings),
-                    resume=tmp_path / "split")
+    resumed = train(
+        tiny_config(corpus_file, tmp_path / "split", *settings), resume=tmp_path / "split"
+    )
     assert resumed.state.step == 20
     expected = {h["step"]: h["val_loss"] for h in whole.history}
     got = {h["step"]: h["val_loss"] for h in resumed.history}
@@ -60,16 +70,25 @@ def test_resume_may_switch_between_fused_and_stock_layers(tmp_path, corpus_file,
     whole = train(tiny_config(corpus_file, tmp_path / "whole", *settings))
     train(tiny_config(corpus_file, tmp_path / "split", *settings), reporter=InterruptAt(6))
     monkeypatch.setattr(fused, "run_fused", lambda *a, **k: pytest.fail("fused loop ran"))
-    resumed = train(tiny_config(corpus_file, tmp_path / "split", *settings,
-                                "model.implementation=stock"), resume=tmp_path / "split")
-    assert resumed.history[-1]["val_loss"] == pytest.approx(whole.history[-1]["val_loss"],
-                                                            rel=1e-4)
+    resumed = train(
+        tiny_config(corpus_file, tmp_path / "split", *settings, "model.implementation=stock"),
+        resume=tmp_path / "split",
+    )
+    assert resumed.history[-1]["val_loss"] == pytest.approx(whole.history[-1]["val_loss"], rel=1e-4)
 
 
 def test_time_annealed_rate_warms_up_over_steps_and_ends_at_the_budget():
-    config = load_config(None, ["train.schedule=cosine", "train.anneal_over=time_budget",
-                                "train.time_budget_s=100", "train.learning_rate=0.01",
-                                "train.warmup_steps=10", "train.min_lr_fraction=0.1"]).train
+    config = load_config(
+        None,
+        [
+            "train.schedule=cosine",
+            "train.anneal_over=time_budget",
+            "train.time_budget_s=100",
+            "train.learning_rate=0.01",
+            "train.warmup_steps=10",
+            "train.min_lr_fraction=0.1",
+        ],
+    ).train
     assert time_annealed_rate(config, 4, 0.0) == pytest.approx(0.005)
     assert time_annealed_rate(config, 50, 0.0) == pytest.approx(0.01)
     assert time_annealed_rate(config, 50, 50.0) == pytest.approx(0.0055)
@@ -77,12 +96,19 @@ def test_time_annealed_rate_warms_up_over_steps_and_ends_at_the_budget():
     assert time_annealed_rate(config, 50, 250.0) == pytest.approx(0.001)
 
 
-def test_time_annealed_run_stops_at_the_budget_with_the_rate_at_its_floor(tmp_path,
-                                                                           corpus_file):
-    result = train(tiny_config(corpus_file, tmp_path / "run", "train.steps=100000",
-                               "train.eval_interval=100000", "train.schedule=cosine",
-                               "train.anneal_over=time_budget", "train.time_budget_s=4",
-                               "train.min_lr_fraction=0.1"))
+def test_time_annealed_run_stops_at_the_budget_with_the_rate_at_its_floor(tmp_path, corpus_file):
+    result = train(
+        tiny_config(
+            corpus_file,
+            tmp_path / "run",
+            "train.steps=100000",
+            "train.eval_interval=100000",
+            "train.schedule=cosine",
+            "train.anneal_over=time_budget",
+            "train.time_budget_s=4",
+            "train.min_lr_fraction=0.1",
+        )
+    )
     assert result.stopped_by == "time budget"
     assert result.history[-1]["learning_rate"] == pytest.approx(0.001, rel=0.1)
 
@@ -123,16 +149,26 @@ def test_run_directory_in_use_is_refused(tmp_path, corpus_file):
 
 
 def test_time_budget_stops_cleanly_and_saves(tmp_path, corpus_file):
-    result = train(tiny_config(corpus_file, tmp_path / "run", "train.steps=100000",
-                               "train.time_budget_s=0.001"))
+    result = train(
+        tiny_config(
+            corpus_file, tmp_path / "run", "train.steps=100000", "train.time_budget_s=0.001"
+        )
+    )
     assert result.stopped_by == "time budget" and 1 <= result.state.step < 100000
     assert RunDir(tmp_path / "run").latest_checkpoint() is not None
 
 
 def test_early_stopping(tmp_path, corpus_file):
-    result = train(tiny_config(corpus_file, tmp_path / "run", "train.learning_rate=0.0",
-                               "train.steps=60", "train.eval_interval=2",
-                               "train.early_stopping_patience=2"))
+    result = train(
+        tiny_config(
+            corpus_file,
+            tmp_path / "run",
+            "train.learning_rate=0.0",
+            "train.steps=60",
+            "train.eval_interval=2",
+            "train.early_stopping_patience=2",
+        )
+    )
     assert result.stopped_by == "early stopping" and result.state.step == 6
 
 
@@ -142,6 +178,7 @@ def test_non_finite_loss_stops_and_keeps_the_good_checkpoint(tmp_path, corpus_fi
     good = (run / "checkpoints" / "step-00000006" / "model.keras").read_bytes()
     # Poison the model's weights so the next step's loss is NaN.
     import keras
+
     model = keras.saving.load_model(run / "checkpoints" / "step-00000006" / "model.keras")
     model.get_layer("logits").kernel.assign(np.full(model.get_layer("logits").kernel.shape, np.nan))
     model.save(run / "poisoned.keras")
@@ -176,6 +213,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, corpus_f
     import errno
 
     import keras
+
     run = tmp_path / "run"
     train(tiny_config(corpus_file, run, "train.steps=6"))
 
@@ -193,13 +231,14 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, corpus_f
 
 
 def test_contiguous_windows_continue_each_lane(tmp_path):
-    from charlm import corpus
-    from charlm.corpus import Split
-    from charlm.dataset import lane_steps, training_batch
+    from charlm.data.pipeline import lane_steps, training_batch
+    from charlm.data.split import Split
+    from charlm.data.tokens import encode_corpus, scan_corpus
+
     path = tmp_path / "t.txt"
     path.write_text("".join(chr(97 + i % 26) for i in range(4 * 50)))
-    vocab = corpus.scan_corpus([path]).vocabulary()
-    split = Split(corpus.encode_corpus([path], vocab), 0, 200)
+    vocab = scan_corpus([path]).vocabulary()
+    split = Split(encode_corpus([path], vocab), 0, 200)
     assert lane_steps(split, 4, 10) == 4  # lanes of 50: (50 - 1) // 10
     first, _ = training_batch(split, 4, 10, 0, 0, "contiguous")
     second, _ = training_batch(split, 4, 10, 0, 1, "contiguous")
@@ -211,48 +250,66 @@ def test_contiguous_windows_continue_each_lane(tmp_path):
 
 
 def test_contiguous_training_carries_state_and_resumes_exactly(tmp_path, corpus_file):
-    settings = ("train.windows=contiguous", "model.cell=lstm", "train.steps=20",
-                "train.eval_interval=10")
+    settings = (
+        "train.windows=contiguous",
+        "model.cell=lstm",
+        "train.steps=20",
+        "train.eval_interval=10",
+    )
     whole = train(tiny_config(corpus_file, tmp_path / "whole", *settings))
     first = train(tiny_config(corpus_file, tmp_path / "split", *settings), reporter=InterruptAt(7))
     assert (tmp_path / "split" / "checkpoints" / "step-00000007" / "carried_states.npz").exists()
-    resumed = train(tiny_config(corpus_file, tmp_path / "split", *settings),
-                    resume=tmp_path / "split")
+    resumed = train(
+        tiny_config(corpus_file, tmp_path / "split", *settings), resume=tmp_path / "split"
+    )
     expected = {h["step"]: h["val_loss"] for h in whole.history}
     got = {h["step"]: h["val_loss"] for h in resumed.history}
     assert first.state.step == 7
     for step in (10, 20):
         assert got[step] == pytest.approx(expected[step], rel=1e-5, abs=1e-6)
     import keras
+
     best = keras.saving.load_model(tmp_path / "whole" / "model.keras")
     assert best.input_shape == (None, None)  # model.keras takes any batch size
 
 
 def test_contiguous_needs_enough_text(tmp_path, corpus_file):
-    from charlm.corpus import CorpusError
+    from charlm.errors import CorpusError
+
     with pytest.raises(CorpusError, match="contiguous windows need at least"):
-        train(tiny_config(corpus_file, tmp_path / "run", "train.windows=contiguous",
-                          "train.batch_size=2000"))
+        train(
+            tiny_config(
+                corpus_file, tmp_path / "run", "train.windows=contiguous", "train.batch_size=2000"
+            )
+        )
 
 
 def test_validation_windows_follow_eval_seq_length(tmp_path, corpus_file):
     """Training's validation loss and `charlm eval` both score windows of
     train.eval_seq_length characters, not train.seq_length."""
     from charlm.evaluate import evaluate_file
+
     result = train(tiny_config(corpus_file, tmp_path / "run", "train.eval_seq_length=48"))
     text = corpus_file.read_text(encoding="utf-8")
     val = tmp_path / "val.txt"
-    val.write_text(text[int(len(text) * 0.9):][:2000], encoding="utf-8")
+    val.write_text(text[int(len(text) * 0.9) :][:2000], encoding="utf-8")
     best = [h for h in RunDir(tmp_path / "run").history() if h["step"] == result.state.best_step]
     scored = evaluate_file(tmp_path / "run", val)
     assert scored.loss == pytest.approx(best[0]["val_loss"], rel=1e-5)
     assert scored.chars == (2000 - 1) // 48 * 48
 
 
-@pytest.mark.parametrize("setting, named", [("train.eval_seq_length=5000", "eval_seq_length"),
-                                             ("train.seq_length=5000", "lower train.seq_length")])
+@pytest.mark.parametrize(
+    "setting, named",
+    [
+        ("train.eval_seq_length=5000", "eval_seq_length"),
+        ("train.seq_length=5000", "lower train.seq_length"),
+    ],
+)
 def test_validation_text_must_hold_one_window_and_the_error_names_the_key(
-        tmp_path, corpus_file, setting, named):
-    from charlm.corpus import CorpusError
+    tmp_path, corpus_file, setting, named
+):
+    from charlm.errors import CorpusError
+
     with pytest.raises(CorpusError, match=named):
         train(tiny_config(corpus_file, tmp_path / "run", setting))

@@ -5,7 +5,8 @@
 Input: int32 token ids shaped (batch, time). Output: float32 logits shaped
 (batch, time, vocab). The recurrent layers are Keras's with their default activations
 (cuDNN-eligible on a GPU); by default (model.implementation: fused) they run charlm's
-fused loop on a CPU (charlm.fused), which is faster and leaves the saved files stock.
+fused loop on a CPU (fused.py), which is faster and leaves the saved files stock.
+Generation steps the same chain one character at a time (step.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import keras
 
 from charlm.config import ModelConfig
-from charlm.fused import use_fused_loop
+from charlm.model.fused import use_fused_loop
 
 RECURRENT_LAYERS = {
     "simple_rnn": keras.layers.SimpleRNN,
@@ -22,8 +23,12 @@ RECURRENT_LAYERS = {
 }
 
 
-def build_model(config: ModelConfig, vocab_size: int, seed: int | None = 0,
-                stateful_batch_size: int | None = None) -> keras.Model:
+def build_model(
+    config: ModelConfig,
+    vocab_size: int,
+    seed: int | None = 0,
+    stateful_batch_size: int | None = None,
+) -> keras.Model:
     """A Functional model of `config`; weights are initialised from `seed`.
 
     With `stateful_batch_size`, the recurrent layers keep their state from one batch
@@ -31,14 +36,14 @@ def build_model(config: ModelConfig, vocab_size: int, seed: int | None = 0,
     """
     if seed is not None:
         keras.utils.set_random_seed(seed)
-    inputs = keras.Input(shape=(None,), dtype="int32", name="tokens",
-                         batch_size=stateful_batch_size)
+    inputs = keras.Input(
+        shape=(None,), dtype="int32", name="tokens", batch_size=stateful_batch_size
+    )
     x = keras.layers.Embedding(vocab_size, config.embedding_dim, name="embedding")(inputs)
     for index in range(config.layers):
         x = recurrent_layer(config, f"{config.cell}_{index}", stateful_batch_size is not None)(x)
         if config.dropout > 0:
-            x = keras.layers.Dropout(config.dropout, seed=seed + index,
-                                     name=f"dropout_{index}")(x)
+            x = keras.layers.Dropout(config.dropout, seed=seed + index, name=f"dropout_{index}")(x)
     # float32 logits even under mixed precision: softmax and loss need the range.
     logits = keras.layers.Dense(vocab_size, dtype="float32", name="logits")(x)
     model = keras.Model(inputs, logits, name=f"charlm_{config.cell}")
@@ -47,7 +52,7 @@ def build_model(config: ModelConfig, vocab_size: int, seed: int | None = 0,
 
 
 def set_implementation(model: keras.Model, implementation: str) -> keras.Model:
-    """Fused: the recurrent layers run charlm's fused loop (charlm.fused); stock leaves
+    """Fused: the recurrent layers run charlm's fused loop (charlm.model.fused); stock leaves
     them as they are. A model loaded from a .keras file has stock layers until this is
     called with fused."""
     if implementation == "fused":
@@ -57,8 +62,9 @@ def set_implementation(model: keras.Model, implementation: str) -> keras.Model:
 
 
 def recurrent_layer(config: ModelConfig, name: str, stateful: bool = False) -> keras.layers.Layer:
-    return RECURRENT_LAYERS[config.cell](config.units, return_sequences=True, stateful=stateful,
-                                         name=name)
+    return RECURRENT_LAYERS[config.cell](
+        config.units, return_sequences=True, stateful=stateful, name=name
+    )
 
 
 def stateless_copy(model: keras.Model, config: ModelConfig, vocab_size: int) -> keras.Model:
@@ -75,13 +81,18 @@ def is_stateful(model: keras.Model) -> bool:
 
 def recurrent_states(model: keras.Model) -> list:
     """The carried states of stateful layers (contiguous training), as numpy arrays."""
-    return [state.numpy() for layer in recurrent_layers(model) if layer.stateful
-            for state in layer.states]
+    return [
+        state.numpy()
+        for layer in recurrent_layers(model)
+        if layer.stateful
+        for state in layer.states
+    ]
 
 
 def restore_recurrent_states(model: keras.Model, states: list) -> None:
-    variables = [state for layer in recurrent_layers(model) if layer.stateful
-                 for state in layer.states]
+    variables = [
+        state for layer in recurrent_layers(model) if layer.stateful for state in layer.states
+    ]
     for variable, value in zip(variables, states):
         variable.assign(value)
 
@@ -121,8 +132,12 @@ def estimated_bytes(config: ModelConfig, vocab_size: int, batch_size: int, seq_l
     activations backprop keeps (gates of every layer at every step)."""
     gates = {"simple_rnn": 1, "lstm": 4, "gru": 3}[config.cell]
     inputs = [config.embedding_dim] + [config.units] * (config.layers - 1)
-    weights = config.embedding_dim * vocab_size + (config.units + 1) * vocab_size + sum(
-        gates * config.units * (size + config.units + 2) for size in inputs)
-    activations = batch_size * seq_length * (config.layers * config.units * (gates + 2)
-                                             + 3 * vocab_size)
+    weights = (
+        config.embedding_dim * vocab_size
+        + (config.units + 1) * vocab_size
+        + sum(gates * config.units * (size + config.units + 2) for size in inputs)
+    )
+    activations = (
+        batch_size * seq_length * (config.layers * config.units * (gates + 2) + 3 * vocab_size)
+    )
     return 4 * (4 * weights + activations)

@@ -25,104 +25,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-
-# ------------------------------------------------------------------ the gate math per cell
-# Each cell says what one step does forward, given the projected input `px` and the
-# recurrent term `rec` of that step, and backward, given the gradient reaching its
-# states. The loops and the weight gradients are shared (run_fused).
-
-class LSTMMath:
-    """Keras LSTM: c' = f*c + i*tanh(z_c); h' = o*tanh(c'). Keras orders the gates
-    i, f, c, o; inside the loop they are i, c, f, o, the order of TensorFlow's fused
-    LSTMBlockCellGrad kernel, which does the whole backward step's gate math in one op
-    (measured here: ~5% off a training step against the same math in separate ops)."""
-    has_recurrent_bias = False
-    separate_input_gradient = False
-    saved_count = 5  # i, tanh(z_c), f, o, tanh(c')
-
-    @staticmethod
-    def to_loop_order(weights):  # i, f, c, o -> i, c, f, o
-        i, f, c, o = tf.split(weights, 4, axis=-1)
-        return tf.concat([i, c, f, o], axis=-1)
-
-    @staticmethod
-    def forward(px, rec, states):
-        _, c = states
-        z_i, z_c, z_f, z_o = tf.split(px + rec, 4, axis=-1)
-        i, f, o = tf.sigmoid(z_i), tf.sigmoid(z_f), tf.sigmoid(z_o)
-        candidate = tf.tanh(z_c)
-        c_new = f * c + i * candidate
-        tanh_c = tf.tanh(c_new)
-        return (o * tanh_c, c_new), (i, candidate, f, o, tanh_c)
-
-    @staticmethod
-    def backward(d_states, saved, states, previous, recurrent_kernel):
-        dh, dc = d_states
-        i, candidate, f, o, tanh_c = saved
-        _, c = states
-        h_prev, c_prev = previous
-        # The kernel reads x, w and b for their shapes only: an empty x makes the
-        # recurrent kernel the right shape for w. The zero vectors (no peepholes) have a
-        # static shape, so TensorFlow folds them into constants: no op per step.
-        no_peephole = tf.zeros(recurrent_kernel.shape[:1], recurrent_kernel.dtype)
-        dc_prev, dz, *_ = tf.raw_ops.LSTMBlockCellGrad(
-            x=h_prev[:, :0], cs_prev=c_prev, h_prev=h_prev, w=recurrent_kernel,
-            wci=no_peephole, wcf=no_peephole, wco=no_peephole,
-            b=tf.zeros(recurrent_kernel.shape[1:], recurrent_kernel.dtype), i=i, cs=c, f=f,
-            o=o, ci=candidate, co=tanh_c, cs_grad=dc, h_grad=dh, use_peephole=False)
-        # No direct path from h to h': it all goes through the recurrent kernel.
-        return None, dz, (None, dc_prev)  # None: the input gradient is dz too
-
-
-class GRUMath:
-    """Keras GRU (reset_after=True, cuDNN's variant): gates z, r, h;
-    h' = z*h + (1-z)*tanh(x_h + r*(h @ U_h + b_h))."""
-    has_recurrent_bias = True
-    separate_input_gradient = True  # the candidate's: r scales only the recurrent part
-    saved_count = 4  # z, r, the candidate, the recurrent term of the candidate
-
-    @staticmethod
-    def forward(px, rec, states):
-        (h,) = states
-        x_z, x_r, x_h = tf.split(px, 3, axis=-1)
-        r_z, r_r, r_h = tf.split(rec, 3, axis=-1)
-        z = tf.sigmoid(x_z + r_z)
-        r = tf.sigmoid(x_r + r_r)
-        candidate = tf.tanh(x_h + r * r_h)
-        h_new = candidate + z * (h - candidate)
-        return (h_new,), (z, r, candidate, r_h)
-
-    @staticmethod
-    def backward(d_states, saved, states, previous, recurrent_kernel):
-        (dh,) = d_states
-        z, r, candidate, r_h = saved
-        (h_prev,) = previous
-        # TanhGrad(y, dy) = dy * (1 - y^2) and SigmoidGrad(y, dy) = dy * y * (1 - y), each
-        # one op: fewer small ops per step is what speeds this loop up.
-        d_candidate = tf.raw_ops.TanhGrad(y=candidate, dy=dh * (1.0 - z))
-        d_update = tf.raw_ops.SigmoidGrad(y=z, dy=dh * (h_prev - candidate))
-        d_reset = tf.raw_ops.SigmoidGrad(y=r, dy=d_candidate * r_h)
-        d_px = tf.concat([d_update, d_reset, d_candidate], axis=-1)
-        d_rec = tf.concat([d_update, d_reset, d_candidate * r], axis=-1)
-        return d_px, d_rec, (dh * z,)
-
-
-class SimpleRNNMath:
-    """Keras SimpleRNN: h' = tanh(x @ W + b + h @ U)."""
-    has_recurrent_bias = False
-    separate_input_gradient = False
-    saved_count = 0  # the output alone suffices
-
-    @staticmethod
-    def forward(px, rec, states):
-        return (tf.tanh(px + rec),), ()
-
-    @staticmethod
-    def backward(d_states, saved, states, previous, recurrent_kernel):
-        (dh,) = d_states
-        (h,) = states
-        da = tf.raw_ops.TanhGrad(y=h, dy=dh)  # dh * (1 - h^2) in one op
-        return None, da, (None,)  # None: the input gradient is da too
+from charlm.model.cell_math import GRUMath, LSTMMath, SimpleRNNMath
 
 
 # ------------------------------------------------------------------ the shared loops
@@ -139,33 +42,44 @@ def run_fused(math, sequences, initial_states, kernel, recurrent_kernel, bias):
         flat_x = tf.reshape(x_tm, [-1, tf.shape(x_tm)[2]])
         px = tf.reshape(tf.matmul(flat_x, kernel) + input_bias, [steps, batch, -1])
         state_seqs, saved_seqs, final_states = forward_loop(
-            math, px, states0, recurrent_kernel, recurrent_bias)
+            math, px, states0, recurrent_kernel, recurrent_bias
+        )
         outputs = tf.transpose(state_seqs[0], [1, 0, 2])
 
         def gradient(d_outputs, *d_final_states):
             # None: that output was not used (a layer that returns its last output only).
             d_h_seq = tf.transpose(zeros_if_none(d_outputs, outputs), [1, 0, 2])
-            previous = [tf.concat([s0[tf.newaxis], seq[:-1]], axis=0)
-                        for s0, seq in zip(states0, state_seqs)]
+            previous = [
+                tf.concat([s0[tf.newaxis], seq[:-1]], axis=0)
+                for s0, seq in zip(states0, state_seqs)
+            ]
             d_px, d_rec, d_states0 = backward_loop(
-                math, d_h_seq, [zeros_if_none(d, s0) for d, s0 in zip(d_final_states, states0)],
-                saved_seqs, state_seqs, previous, recurrent_kernel)
+                math,
+                d_h_seq,
+                [zeros_if_none(d, s0) for d, s0 in zip(d_final_states, states0)],
+                saved_seqs,
+                state_seqs,
+                previous,
+                recurrent_kernel,
+            )
             flat_d_px = tf.reshape(d_px, [-1, tf.shape(d_px)[2]])
             flat_d_rec = tf.reshape(d_rec, [-1, tf.shape(d_rec)[2]])
             flat_h_prev = tf.reshape(previous[0], [-1, tf.shape(previous[0])[2]])
             d_kernel = tf.matmul(flat_x, flat_d_px, transpose_a=True)
             d_recurrent_kernel = tf.matmul(flat_h_prev, flat_d_rec, transpose_a=True)
-            d_bias = join_bias(math, tf.reduce_sum(flat_d_px, axis=0),
-                               tf.reduce_sum(flat_d_rec, axis=0))
-            d_x = tf.reshape(tf.matmul(flat_d_px, tf.transpose(kernel)),  # as in backward_loop
-                             tf.shape(x_tm))
-            return (tf.transpose(d_x, [1, 0, 2]), d_kernel, d_recurrent_kernel, d_bias,
-                    *d_states0)
+            d_bias = join_bias(
+                math, tf.reduce_sum(flat_d_px, axis=0), tf.reduce_sum(flat_d_rec, axis=0)
+            )
+            d_x = tf.reshape(
+                tf.matmul(flat_d_px, tf.transpose(kernel)),  # as in backward_loop
+                tf.shape(x_tm),
+            )
+            return (tf.transpose(d_x, [1, 0, 2]), d_kernel, d_recurrent_kernel, d_bias, *d_states0)
 
         return (outputs, *final_states), gradient
 
     results = fused(sequences, kernel, recurrent_kernel, bias, *initial_states)
-    return results[0], list(results[1:1 + state_count])
+    return results[0], list(results[1 : 1 + state_count])
 
 
 def split_bias(math, bias):
@@ -193,38 +107,52 @@ def forward_loop(math, px, states0, recurrent_kernel, recurrent_bias):
         return t + 1, tuple(states), state_arrays, saved_arrays
 
     _, final_states, state_arrays, saved_arrays = tf.while_loop(
-        lambda t, *_: t < steps, body,
-        (tf.constant(0), tuple(states0), new_arrays(len(states0), px.dtype, steps),
-         new_arrays(math.saved_count, px.dtype, steps)))
-    return ([a.stack() for a in state_arrays], [a.stack() for a in saved_arrays],
-            final_states)
+        lambda t, *_: t < steps,
+        body,
+        (
+            tf.constant(0),
+            tuple(states0),
+            new_arrays(len(states0), px.dtype, steps),
+            new_arrays(math.saved_count, px.dtype, steps),
+        ),
+    )
+    return ([a.stack() for a in state_arrays], [a.stack() for a in saved_arrays], final_states)
 
 
-def backward_loop(math, d_h_seq, d_final_states, saved_seqs, state_seqs, previous,
-                  recurrent_kernel):
+def backward_loop(
+    math, d_h_seq, d_final_states, saved_seqs, state_seqs, previous, recurrent_kernel
+):
     """The sequential part of the backward pass: the gradients of the projected inputs
     and of the recurrent terms at every step, and those of the initial states."""
     steps = tf.shape(d_h_seq)[0]
     # A transposed copy first: oneDNN multiplies by it ~1.8x faster than with
-    # transpose_b (measured here, 2 cores).
+    # transpose_b (measured on 2 cores).
     recurrent_kernel_t = tf.transpose(recurrent_kernel)
 
     def body(t, d_states, arrays):
         d_states = (d_states[0] + d_h_seq[t],) + tuple(d_states[1:])
         d_px, d_rec, d_previous = math.backward(
-            d_states, [s[t] for s in saved_seqs], [s[t] for s in state_seqs],
-            [p[t] for p in previous], recurrent_kernel)
+            d_states,
+            [s[t] for s in saved_seqs],
+            [s[t] for s in state_seqs],
+            [p[t] for p in previous],
+            recurrent_kernel,
+        )
         dh_prev = tf.matmul(d_rec, recurrent_kernel_t)
         if d_previous[0] is not None:
             dh_prev = dh_prev + d_previous[0]
         # Only the GRU's input gradient differs from its recurrent one: keep one copy.
         kept = [d_rec] if d_px is None else [d_rec, d_px]
-        return (t - 1, (dh_prev,) + tuple(d_previous[1:]),
-                [a.write(t, d) for a, d in zip(arrays, kept)])
+        return (
+            t - 1,
+            (dh_prev,) + tuple(d_previous[1:]),
+            [a.write(t, d) for a, d in zip(arrays, kept)],
+        )
 
     arrays = new_arrays(2 if math.separate_input_gradient else 1, d_h_seq.dtype, steps)
     _, d_states0, arrays = tf.while_loop(
-        lambda t, *_: t >= 0, body, (steps - 1, tuple(d_final_states), arrays))
+        lambda t, *_: t >= 0, body, (steps - 1, tuple(d_final_states), arrays)
+    )
     d_rec_seq, *d_px_seq = [a.stack() for a in arrays]
     return (d_px_seq[0] if d_px_seq else d_rec_seq), d_rec_seq, d_states0
 
@@ -238,8 +166,11 @@ def zeros_if_none(gradient, like):
 
 
 # ------------------------------------------------------------------ the layers
-MATH = {keras.layers.LSTM: LSTMMath, keras.layers.GRU: GRUMath,
-        keras.layers.SimpleRNN: SimpleRNNMath}
+MATH = {
+    keras.layers.LSTM: LSTMMath,
+    keras.layers.GRU: GRUMath,
+    keras.layers.SimpleRNN: SimpleRNNMath,
+}
 
 
 def use_fused_loop(layer: keras.layers.RNN) -> None:
@@ -265,22 +196,30 @@ def fused_loop_applies(layer, mask) -> bool:
     """The fused loop implements the stock layers' defaults in float32; anything else,
     and any GPU (cuDNN is faster there), goes to Keras's own code."""
     cell = layer.cell
-    return (mask is None and not layer.go_backwards and not layer.unroll
-            and not cell.dropout and not cell.recurrent_dropout and cell.use_bias
-            and cell.activation is keras.activations.tanh
-            and getattr(cell, "recurrent_activation", keras.activations.sigmoid)
-            is keras.activations.sigmoid
-            and getattr(cell, "reset_after", True)
-            # float32 only: LSTMBlockCellGrad has no bfloat16 kernel, and on a CPU the
-            # mixed precisions are no faster anyway.
-            and layer.compute_dtype == "float32"
-            and not gpu_visible())
+    return (
+        mask is None
+        and not layer.go_backwards
+        and not layer.unroll
+        and not cell.dropout
+        and not cell.recurrent_dropout
+        and cell.use_bias
+        and cell.activation is keras.activations.tanh
+        and getattr(cell, "recurrent_activation", keras.activations.sigmoid)
+        is keras.activations.sigmoid
+        and getattr(cell, "reset_after", True)
+        # float32 only: LSTMBlockCellGrad has no bfloat16 kernel, and on a CPU the
+        # mixed precisions are no faster anyway.
+        and layer.compute_dtype == "float32"
+        and not gpu_visible()
+    )
 
 
 def describe_loops(layers) -> str:
     """For the start-up line: which loop the recurrent layers run."""
-    if layers and all(getattr(layer, "uses_fused_loop", False)
-                      and fused_loop_applies(layer, None) for layer in layers):
+    if layers and all(
+        getattr(layer, "uses_fused_loop", False) and fused_loop_applies(layer, None)
+        for layer in layers
+    ):
         return "fused recurrent loop"
     return "Keras's recurrent loop (cuDNN on a GPU)"
 
@@ -291,8 +230,7 @@ def gpu_visible() -> bool:
 
 def fused_inner_loop(layer, math, sequences, initial_state):
     """What Keras's RNN.inner_loop returns: (last output, outputs, final states)."""
-    states = list(initial_state) if isinstance(initial_state, (list, tuple)) \
-        else [initial_state]
+    states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
     cell = layer.cell
     weights = [tf.convert_to_tensor(w) for w in (cell.kernel, cell.recurrent_kernel, cell.bias)]
     if hasattr(math, "to_loop_order"):  # differentiated by TensorFlow, outside the loop

@@ -14,8 +14,7 @@ def describe_device() -> str:
     found = gpus()
     if not found:
         return "training on the CPU"
-    names = [tf.config.experimental.get_device_details(g).get("device_name", g.name)
-             for g in found]
+    names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in found]
     return f"training on {len(found)} GPU{'s' if len(found) > 1 else ''} ({', '.join(names)})"
 
 

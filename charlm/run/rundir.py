@@ -12,9 +12,10 @@
       tensorboard/                TensorBoard logs
       .lock                       held while a `charlm train` writes here
 
-Every file is written under a temporary name and renamed into place, and a
-checkpoint directory is renamed whole, so a crash at any moment leaves the
-previous checkpoint complete and loadable.
+Every file is written under a temporary name, flushed to disk and renamed into
+place, and a checkpoint directory is renamed whole (charlm.files), so a crash or a
+power loss at any moment leaves the previous checkpoint complete and loadable.
+This module owns every file name in a run directory.
 """
 
 from __future__ import annotations
@@ -25,20 +26,22 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from charlm.corpus import readable_mode
+from charlm.config import save_config
+from charlm.errors import RunError
+from charlm.files import TMP_PREFIX, remove, replaced_atomically
 
 STATE_VERSION = 1
 CHECKPOINT_PREFIX = "step-"
-TMP_PREFIX = ".tmp-"
-
-
-class RunError(ValueError):
-    """A run-directory problem a user can fix."""
+MODEL_FILE = "model.keras"
+STATE_FILE = "state.json"
+CARRIED_STATES_FILE = "carried_states.npz"
+CHECKPOINTS_DIR = "checkpoints"
 
 
 @dataclass
@@ -60,10 +63,10 @@ class RunDir:
 
     config_path = property(lambda self: self.path / "config.yaml")
     vocab_path = property(lambda self: self.path / "vocab.json")
-    best_model_path = property(lambda self: self.path / "model.keras")
+    best_model_path = property(lambda self: self.path / MODEL_FILE)
     history_path = property(lambda self: self.path / "history.jsonl")
     tensorboard_path = property(lambda self: self.path / "tensorboard")
-    checkpoints_path = property(lambda self: self.path / "checkpoints")
+    checkpoints_path = property(lambda self: self.path / CHECKPOINTS_DIR)
 
     # ------------------------------------------------------------ one writer at a time
     def lock(self) -> None:
@@ -71,8 +74,10 @@ class RunDir:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise RunError(f"run directory {self.path} cannot be created ({error.strerror}); "
-                           f"choose another train.run_dir") from None
+            raise RunError(
+                f"run directory {self.path} cannot be created ({error.strerror}); "
+                f"choose another train.run_dir"
+            ) from None
         self.lock_file = open(self.path / ".lock", "a+")
         try:
             fcntl.flock(self.lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -81,8 +86,10 @@ class RunDir:
             owner = self.lock_file.read().strip() or "another process"
             self.lock_file.close()
             self.lock_file = None
-            raise RunError(f"run directory {self.path} is in use by {owner}; wait for it to "
-                           f"finish or choose another train.run_dir") from None
+            raise RunError(
+                f"run directory {self.path} is in use by {owner}; wait for it to "
+                f"finish or choose another train.run_dir"
+            ) from None
         self.lock_file.truncate(0)
         self.lock_file.write(f"charlm train (pid {os.getpid()})")
         self.lock_file.flush()
@@ -99,13 +106,17 @@ class RunDir:
             with tempfile.TemporaryFile(dir=self.path):
                 pass
         except OSError as error:
-            raise RunError(f"run directory {self.path} is not writable ({error.strerror}); "
-                           f"choose another train.run_dir") from None
+            raise RunError(
+                f"run directory {self.path} is not writable ({error.strerror}); "
+                f"choose another train.run_dir"
+            ) from None
         free = shutil.disk_usage(self.path).free
         if free < needed_bytes:
-            raise RunError(f"run directory {self.path} has {free / 1e6:.0f} MB free, a "
-                           f"checkpoint needs about {needed_bytes / 1e6:.0f} MB; free some "
-                           f"space or choose another train.run_dir")
+            raise RunError(
+                f"run directory {self.path} has {free / 1e6:.0f} MB free, a "
+                f"checkpoint needs about {needed_bytes / 1e6:.0f} MB; free some "
+                f"space or choose another train.run_dir"
+            )
 
     # ------------------------------------------------------------ checkpoints
     def has_checkpoints(self) -> bool:
@@ -115,58 +126,51 @@ class RunDir:
         """Complete checkpoint directories, oldest first."""
         if not self.checkpoints_path.is_dir():
             return []
-        found = [p for p in self.checkpoints_path.iterdir()
-                 if p.name.startswith(CHECKPOINT_PREFIX) and (p / "state.json").exists()]
+        found = [
+            p
+            for p in self.checkpoints_path.iterdir()
+            if p.name.startswith(CHECKPOINT_PREFIX) and (p / STATE_FILE).exists()
+        ]
         return sorted(found, key=lambda p: p.name)
 
     def remove_partial_saves(self) -> None:
-        """Temporary directories left by a process killed while saving."""
-        if self.checkpoints_path.is_dir():
-            for p in self.checkpoints_path.iterdir():
-                if p.name.startswith(TMP_PREFIX):
-                    shutil.rmtree(p, ignore_errors=True)
-        for p in self.path.glob(f"{TMP_PREFIX}*"):
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        """Temporary files and directories left by a process killed while saving."""
+        for folder in (self.path, self.checkpoints_path):
+            for leftover in folder.glob(f"{TMP_PREFIX}*"):
+                remove(leftover)
 
-    def save_checkpoint(self, model, state: TrainState, keep: int,
-                        carried_states: list | None = None) -> Path:
+    def save_checkpoint(
+        self, model, state: TrainState, keep: int, carried_states: list | None = None
+    ) -> Path:
         """Save model + optimizer + state (+ the recurrent states carried between steps in
         contiguous training) as checkpoints/step-N, atomically, then prune."""
         final = self.checkpoints_path / f"{CHECKPOINT_PREFIX}{state.step:08d}"
-        self.checkpoints_path.mkdir(parents=True, exist_ok=True)
         if final.exists():
             return final
-        tmp = Path(tempfile.mkdtemp(dir=self.checkpoints_path, prefix=TMP_PREFIX))
-        try:
-            model.save(tmp / "model.keras")
+        with (
+            self.saving(self.latest_checkpoint()),
+            replaced_atomically(final, directory=True) as tmp,
+        ):
+            model.save(tmp / MODEL_FILE)
             if carried_states:
-                np.savez(tmp / "carried_states.npz", *carried_states)
-            write_json(tmp / "state.json", asdict(state))
-            fsync_dir(tmp)
-            os.chmod(tmp, readable_mode(directory=True))
-            os.rename(tmp, final)
-            fsync_dir(self.checkpoints_path)
-        except BaseException as error:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if isinstance(error, OSError):
-                raise RunError(save_failure(error, self.latest_checkpoint())) from None
-            raise
+                np.savez(tmp / CARRIED_STATES_FILE, *carried_states)
+            (tmp / STATE_FILE).write_text(json.dumps(asdict(state)), encoding="utf-8")
         self.prune(keep)
         return final
 
     def save_best(self, model) -> None:
         """Replace model.keras with `model`, atomically."""
-        fd, tmp = tempfile.mkstemp(dir=self.path, prefix=TMP_PREFIX, suffix=".keras")
-        os.close(fd)
-        try:
+        with self.saving(self.best_model_path), replaced_atomically(self.best_model_path) as tmp:
             model.save(tmp)
-            os.chmod(tmp, readable_mode())
-            os.replace(tmp, self.best_model_path)
-        except BaseException as error:
-            Path(tmp).unlink(missing_ok=True)
-            if isinstance(error, OSError):
-                raise RunError(save_failure(error, self.best_model_path)) from None
-            raise
+
+    @staticmethod
+    @contextmanager
+    def saving(kept: Path | None):
+        """An OS error while saving (a full disk, say) becomes one line naming what is kept."""
+        try:
+            yield
+        except OSError as error:
+            raise RunError(save_failure(error, kept)) from None
 
     def prune(self, keep: int) -> None:
         for old in self.checkpoints()[:-keep]:
@@ -178,7 +182,6 @@ class RunDir:
 
     # ------------------------------------------------------------ what a run writes besides
     def save_config(self, config) -> None:
-        from charlm.config import save_config
         save_config(config, self.config_path)
 
     def save_vocab(self, vocab) -> None:
@@ -191,6 +194,7 @@ class RunDir:
 
     def write_tensorboard(self, record: dict) -> None:
         import tensorflow as tf
+
         if self.summary_writer is None:
             self.summary_writer = tf.summary.create_file_writer(str(self.tensorboard_path))
         with self.summary_writer.as_default(step=record["step"]):
@@ -206,7 +210,7 @@ class RunDir:
 
 
 def read_carried_states(checkpoint: Path) -> list:
-    path = checkpoint / "carried_states.npz"
+    path = checkpoint / CARRIED_STATES_FILE
     if not path.exists():
         return []
     with np.load(path) as arrays:
@@ -215,26 +219,39 @@ def read_carried_states(checkpoint: Path) -> list:
 
 def read_state(checkpoint: Path) -> TrainState:
     try:
-        data = json.loads((checkpoint / "state.json").read_text())
+        data = json.loads((checkpoint / STATE_FILE).read_text())
         return TrainState(**data)
     except (OSError, ValueError, TypeError) as error:
-        raise RunError(f"checkpoint {checkpoint} has no readable state.json ({error}); "
-                       f"resume from an earlier checkpoint or start a new run") from None
+        raise RunError(
+            f"checkpoint {checkpoint} has no readable {STATE_FILE} ({error}); "
+            f"resume from an earlier checkpoint or start a new run"
+        ) from None
 
 
-def write_json(path: Path, data) -> None:
-    with open(path, "w", encoding="utf-8") as stream:
-        json.dump(data, stream)
-        stream.flush()
-        os.fsync(stream.fileno())
+def checkpoint_model(checkpoint: Path) -> Path:
+    """The model file of a checkpoint directory."""
+    return checkpoint / MODEL_FILE
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def locate(path: Path) -> tuple[Path, Path]:
+    """(the .keras file, the run directory) that a `--checkpoint` path names: a run
+    directory, one of its checkpoint directories, or a .keras file inside the run."""
+    if not path.exists():
+        raise RunError(
+            f"--checkpoint {path} does not exist; give a run directory "
+            f"(train.run_dir of a finished run)"
+        )
+    if path.is_file():
+        in_checkpoint = path.parent.parent.name == CHECKPOINTS_DIR
+        return path, path.parent.parent.parent if in_checkpoint else path.parent
+    if (path / STATE_FILE).exists() and path.parent.name == CHECKPOINTS_DIR:
+        return path / MODEL_FILE, path.parent.parent
+    if (path / MODEL_FILE).exists():
+        return path / MODEL_FILE, path
+    latest = RunDir(path).latest_checkpoint()
+    if latest:
+        return latest / MODEL_FILE, path
+    raise RunError(f"--checkpoint {path} holds no {MODEL_FILE}; is it a charlm run directory?")
 
 
 def save_failure(error: OSError, kept: Path | None) -> str:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from charlm.corpus import Split
+from charlm.data.split import Split
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def window_starts(split: Split, batch_size: int, seq_length: int, seed: int,
-                  step: int) -> np.ndarray:
+def window_starts(
+    split: Split, batch_size: int, seq_length: int, seed: int, step: int
+) -> np.ndarray:
     """Start offsets (in the token file) of the windows of training batch `step`."""
     rng = np.random.default_rng([seed, step])
     return split.start + rng.integers(0, len(split) - seq_length, size=batch_size)
@@ -36,19 +37,36 @@ def lane_starts(split: Split, batch_size: int, seq_length: int, step: int) -> np
     return split.start + np.arange(batch_size, dtype=np.int64) * lane_length + offset
 
 
-def training_batch(split: Split, batch_size: int, seq_length: int, seed: int, step: int,
-                   windows: str = "random", rows: slice = slice(None)):
+def training_batch(
+    split: Split,
+    batch_size: int,
+    seq_length: int,
+    seed: int,
+    step: int,
+    windows: str = "random",
+    rows: slice = slice(None),
+):
     """(inputs, targets) of batch `step` (only `rows` of it, for one distributed worker):
     targets are the inputs shifted by one character."""
-    starts = lane_starts(split, batch_size, seq_length, step) if windows == "contiguous" \
+    starts = (
+        lane_starts(split, batch_size, seq_length, step)
+        if windows == "contiguous"
         else window_starts(split, batch_size, seq_length, seed, step)
+    )
     windows_read = split.tokens.read_windows(starts[rows], seq_length + 1)
     return windows_read[:, :-1], windows_read[:, 1:]
 
 
-def training_dataset(split: Split, batch_size: int, seq_length: int, seed: int,
-                     start_step: int, stop_step: int, windows: str = "random",
-                     rows: slice = slice(None)) -> tf.data.Dataset:
+def training_dataset(
+    split: Split,
+    batch_size: int,
+    seq_length: int,
+    seed: int,
+    start_step: int,
+    stop_step: int,
+    windows: str = "random",
+    rows: slice = slice(None),
+) -> tf.data.Dataset:
     """Batches `start_step` .. `stop_step - 1`, read from disk in parallel, in order."""
     row_count = len(range(batch_size)[rows])
 
@@ -61,9 +79,11 @@ def training_dataset(split: Split, batch_size: int, seq_length: int, seed: int,
         targets.set_shape((row_count, seq_length))
         return inputs, targets
 
-    return (tf.data.Dataset.range(start_step, stop_step)
-            .map(load_tensor, num_parallel_calls=AUTOTUNE, deterministic=True)
-            .prefetch(AUTOTUNE))
+    return (
+        tf.data.Dataset.range(start_step, stop_step)
+        .map(load_tensor, num_parallel_calls=AUTOTUNE, deterministic=True)
+        .prefetch(AUTOTUNE)
+    )
 
 
 def evaluation_dataset(split: Split, batch_size: int, seq_length: int) -> tf.data.Dataset:
@@ -82,6 +102,9 @@ def evaluation_dataset(split: Split, batch_size: int, seq_length: int) -> tf.dat
         targets.set_shape((None, seq_length))
         return inputs, targets
 
-    return (tf.data.Dataset.from_tensor_slices(starts).batch(batch_size)
-            .map(load_tensor, num_parallel_calls=AUTOTUNE, deterministic=True)
-            .prefetch(AUTOTUNE))
+    return (
+        tf.data.Dataset.from_tensor_slices(starts)
+        .batch(batch_size)
+        .map(load_tensor, num_parallel_calls=AUTOTUNE, deterministic=True)
+        .prefetch(AUTOTUNE)
+    )

@@ -7,14 +7,16 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from charlm.corpus import CorpusError, write_atomic
+from charlm.errors import CorpusError
+from charlm.files import write_atomic
 
 KNOWN_CORPORA = {
     "tinyshakespeare": dict(
         url="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/"
-            "input.txt",
+        "input.txt",
         sha256="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
-        filename="tinyshakespeare.txt"),
+        filename="tinyshakespeare.txt",
+    ),
 }
 TIMEOUT_S = 60
 
@@ -30,12 +32,15 @@ def fetch(name: str, dest: Path, url: str | None = None) -> Path:
             data = response.read()
     except (urllib.error.URLError, OSError, ValueError) as error:
         reason = getattr(error, "reason", error)
-        raise CorpusError(f"downloading {source} failed ({reason}); check the network or "
-                          f"give --url") from None
+        raise CorpusError(
+            f"downloading {source} failed ({reason}); check the network or give --url"
+        ) from None
     digest = hashlib.sha256(data).hexdigest()
     if digest != known["sha256"]:
-        raise CorpusError(f"{source} has sha256 {digest}, expected {known['sha256']}; "
-                          f"the download is corrupt or not {name}: nothing was written")
+        raise CorpusError(
+            f"{source} has sha256 {digest}, expected {known['sha256']}; "
+            f"the download is corrupt or not {name}: nothing was written"
+        )
     dest.mkdir(parents=True, exist_ok=True)
     path = dest / known["filename"]
     write_atomic(path, data)

@@ -1,0 +1,224 @@
+"""Reading a config: YAML file, `--set section.key=value` overrides, strict validation.
+
+    >>> cfg = load_config(None, ["model.cell=gru", "train.steps=10"])
+    >>> cfg.model.cell, cfg.train.steps
+    ('gru', 10)
+
+Every error names the key (or the command-line flag) and what it accepts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from charlm.config.schema import SECTION_CLASSES, Config
+from charlm.errors import ConfigError
+from charlm.files import write_atomic
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Read a YAML config (or defaults when `path` is None), apply overrides, validate."""
+    raw = read_yaml(path) if path is not None else {}
+    for override in overrides:
+        apply_override(raw, override)
+    config = config_from_dict(raw)
+    if path is not None and "run_dir" not in (raw.get("train") or {}):
+        config.train.run_dir = f"runs/{Path(path).stem}"  # a run per config file
+    return config
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found: give the path of a YAML file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(
+            f"config file {path} is not valid YAML{where}: "
+            f"{getattr(error, 'problem', None) or error}"
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"config file {path} must be a mapping of sections "
+            f"(data, model, train, sample), not a {type(raw).__name__}"
+        )
+    return raw
+
+
+def apply_override(raw: dict, override: str) -> None:
+    """Apply one `section.key=value` override; the value is parsed as YAML."""
+    name, sep, text = override.partition("=")
+    parts = name.strip().split(".")
+    if not sep or len(parts) != 2 or not all(parts):
+        raise ConfigError(
+            f"--set {override!r}: write it as section.key=value, e.g. --set model.cell=gru"
+        )
+    section, name = parts
+    check_known(section, SECTION_CLASSES, "config section")
+    check_known(
+        name,
+        field_names(SECTION_CLASSES[section]),
+        f"key in section {section!r}",
+        prefix=f"{section}.",
+    )
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    section_dict = raw.setdefault(section, {})
+    if not isinstance(section_dict, dict):
+        raise ConfigError(f"config section {section!r} must be a mapping")
+    section_dict[name] = value
+
+
+def config_from_dict(raw: dict) -> Config:
+    sections = {}
+    for section, value in raw.items():
+        check_known(section, SECTION_CLASSES, "config section")
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f"config section {section!r} must be a mapping of keys, got {value!r}"
+            )
+        sections[section] = section_from_dict(section, value)
+    config = Config(**sections)
+    check_cross_field(config)
+    return config
+
+
+def section_from_dict(section: str, values: dict):
+    cls = SECTION_CLASSES[section]
+    known = {f.name: f for f in fields(cls)}
+    checked = {}
+    for name, value in values.items():
+        check_known(str(name), list(known), f"key in section {section!r}", prefix=f"{section}.")
+        checked[name] = check_value(f"{section}.{name}", value, known[name].metadata)
+    return cls(**checked)
+
+
+def field_names(cls) -> list[str]:
+    return [f.name for f in fields(cls)]
+
+
+def check_known(name: str, known, what: str, prefix: str = "") -> None:
+    if name in known:
+        return
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    hint = (
+        f"did you mean {prefix}{close[0]}?"
+        if close
+        else f"valid: {', '.join(prefix + k for k in known)}"
+    )
+    raise ConfigError(f"unknown {what} {prefix}{name!r}: {hint}")
+
+
+def check_value(name: str, value, meta) -> Any:
+    """Return `value` converted to the declared kind, or raise a ConfigError naming `name`."""
+    if value is None:
+        if meta["optional"]:
+            return None
+        raise ConfigError(f"{name} must be set (got an empty value)")
+    kind = meta["kind"]
+    if kind == "paths":
+        return check_paths(name, value)
+    if isinstance(value, bool) and meta["choices"] and "on" in meta["choices"]:
+        value = "on" if value else "off"  # YAML 1.1 reads a bare on/off as a boolean
+    value = check_kind(name, value, kind)
+    if meta["choices"] and value not in meta["choices"]:
+        close = difflib.get_close_matches(str(value), meta["choices"], n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(
+            f"{name} must be one of {', '.join(meta['choices'])}; got {value!r}{hint}"
+        )
+    if (
+        meta["minimum"] is not None
+        and value < meta["minimum"]
+        or meta["above"] is not None
+        and value <= meta["above"]
+        or meta["maximum"] is not None
+        and value > meta["maximum"]
+    ):
+        raise ConfigError(f"{name} must be {describe_range(meta)}; got {value!r}")
+    return value
+
+
+def check_kind(name: str, value, kind: str):
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{name} must be a whole number; got {value!r}")
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} must be a number; got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number; got {value!r}")
+        return float(value)
+    if kind == "str":
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{name} must be text; got {value!r}")
+        return str(value)
+    raise AssertionError(f"undeclared kind {kind}")
+
+
+def check_paths(name: str, value):
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, str) and v.strip() for v in value):
+        return value
+    raise ConfigError(f"{name} must be a path, a glob or a list of them; got {value!r}")
+
+
+def describe_range(meta) -> str:
+    """In words: "between 1 and 64", "0 or more", "above 0 and at most 1", ..."""
+    low, above, high = meta["minimum"], meta["above"], meta["maximum"]
+    if above is not None:
+        return f"above {above:g}" + (f" and at most {high:g}" if high is not None else "")
+    if low is not None and high is not None:
+        return f"between {low} and {high}"
+    if low is not None:
+        return f"{low:g} or more" if low == 0 else f"at least {low:g}"
+    return f"at most {high}"
+
+
+def has_range(meta) -> bool:
+    return any(meta[bound] is not None for bound in ("minimum", "above", "maximum"))
+
+
+def check_setting(section: str, name: str, value, label: str) -> Any:
+    """Validate one value of `section.name` against its declaration, as a config file's
+    would be; errors name `label` (a command-line flag, say) instead of the key."""
+    declared = {f.name: f for f in fields(SECTION_CLASSES[section])}[name]
+    return check_value(label, value, declared.metadata)
+
+
+def check_cross_field(config: Config) -> None:
+    train = config.train
+    if train.steps is not None and train.epochs is not None:
+        raise ConfigError("train.steps and train.epochs are both set: keep one of them")
+    if train.anneal_over == "time_budget" and (
+        train.schedule != "cosine" or train.time_budget_s is None
+    ):
+        raise ConfigError(
+            "train.anneal_over: time_budget needs train.schedule: cosine and a train.time_budget_s"
+        )
+
+
+def save_config(config: Config, path: Path) -> None:
+    text = yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)
+    write_atomic(path, text.encode("utf-8"))

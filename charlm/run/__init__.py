@@ -1,0 +1,1 @@
+"""A run directory: every file in it (rundir), and loading a trained run back (load)."""

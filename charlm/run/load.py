@@ -1,0 +1,69 @@
+"""Loading a run for sampling, evaluation, serving or resuming: the model, its vocabulary
+and its config, from what `--checkpoint` names (a run directory, one of its checkpoint
+directories, or a `.keras` file inside the run)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from charlm.config import Config, load_config
+from charlm.data.vocabulary import Vocabulary
+from charlm.errors import RunError
+from charlm.model.build import is_stateful, set_implementation, stateless_copy
+from charlm.run.rundir import RunDir, TrainState, locate, read_state
+
+
+@dataclass
+class Checkpoint:
+    model: keras.Model
+    vocab: Vocabulary
+    config: Config
+    run_dir: Path
+    model_path: Path
+    state: TrainState | None
+
+
+def load_checkpoint(path: str | Path, compile: bool = False) -> Checkpoint:
+    model_path, run_dir = locate(Path(path))
+    run = RunDir(run_dir)
+    vocab = Vocabulary.load(run.vocab_path) if run.vocab_path.exists() else None
+    if vocab is None:
+        raise RunError(
+            f"--checkpoint {path}: no vocab.json in {run_dir}; point at a charlm run directory"
+        )
+    config = load_config(run.config_path) if run.config_path.exists() else Config()
+    model = load_model(model_path, compile=compile, implementation=config.model.implementation)
+    check_vocabulary(model, vocab, model_path)
+    if is_stateful(model):  # a contiguous-training checkpoint: fixed batch, carried state
+        model = stateless_copy(model, config.model, vocab.size)
+    latest = run.latest_checkpoint()
+    state = read_state(latest) if latest else None
+    return Checkpoint(model, vocab, config, run_dir, model_path, state)
+
+
+def load_model(path: Path, compile: bool, implementation: str = "fused") -> keras.Model:
+    """keras.saving.load_model, with one clear line when the file is not a model; the
+    recurrent layers run `implementation` (model.implementation)."""
+    try:
+        model = keras.saving.load_model(path, compile=compile)
+    except Exception as error:  # zip, h5 and Keras errors all mean "not a loadable model"
+        first_line = (
+            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        )
+        raise RunError(
+            f"{path} is not a loadable charlm model ({first_line[:200]}); "
+            f"it may be corrupt: use another checkpoint of the run"
+        ) from None
+    return set_implementation(model, implementation)
+
+
+def check_vocabulary(model: keras.Model, vocab: Vocabulary, path: Path) -> None:
+    outputs = model.output_shape[-1]
+    if outputs != vocab.size:
+        raise RunError(
+            f"{path} predicts {outputs} tokens but the run's vocab.json has "
+            f"{vocab.size}; the checkpoint comes from a different vocabulary"
+        )

@@ -1,0 +1,95 @@
+"""What runs around each training step: progress and stop requests (Ctrl-C, SIGTERM,
+the time budget, a non-finite loss), and the learning rate annealed over the time budget."""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+
+import keras
+
+from charlm.model.build import reset_recurrent_states
+from charlm.training.optimizer import base_optimizer, time_annealed_rate
+
+
+class StopRequest:
+    """Set by SIGINT/SIGTERM, the time budget or early stopping; read at step boundaries."""
+
+    def __init__(self):
+        self.reason: str | None = None
+
+    def handle_signal(self, signum, frame):
+        if self.reason == "interrupted" and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: leave now
+        self.reason = "interrupted"
+
+
+class signal_handlers:
+    """SIGINT and SIGTERM request a stop at the next step boundary (main thread only)."""
+
+    def __init__(self, stop: StopRequest):
+        self.stop = stop
+        self.previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self.stop.handle_signal)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+class StepMonitor(keras.callbacks.Callback):
+    """Per step: progress, non-finite loss, stop requests and the time budget."""
+
+    def __init__(self, run, first_step: int, stop_mid_segment: bool = True):
+        super().__init__()
+        self.run = run
+        self.step = first_step
+        # Workers of a multi-worker run must stop at the same step: they agree at the end
+        # of each segment instead (see agree_to_stop).
+        self.stop_mid_segment = stop_mid_segment
+        self.started = time.perf_counter()
+        self.segment_loss = math.nan
+
+    def on_train_batch_begin(self, batch, logs=None):
+        # Contiguous training: every lane starts again from the top of its text.
+        if self.run.steps_per_pass and self.step % self.run.steps_per_pass == 0:
+            reset_recurrent_states(self.model)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        loss = float(logs["loss"])  # the mean over this segment so far
+        if not math.isfinite(loss):
+            self.run.nonfinite_step = self.step
+            self.model.stop_training = True
+            return
+        self.segment_loss = loss
+        chars = (batch + 1) * self.run.chars_per_step
+        self.run.reporter.advance(self.step, loss, chars / (time.perf_counter() - self.started))
+        if self.run.over_budget():
+            self.run.stop.reason = self.run.stop.reason or "time budget"
+        if self.run.stop.reason and self.stop_mid_segment:
+            self.model.stop_training = True
+
+
+class TimeAnnealedLearningRate(keras.callbacks.Callback):
+    """train.anneal_over: time_budget. Sets the learning rate before every step from the
+    share of the time budget used, so the cosine ends at the budget whatever the
+    machine's speed; a step-based schedule tuned on one machine is cut short on a slower
+    one (its rate still high) and wastes the end of the budget on a faster one."""
+
+    def __init__(self, run, first_step: int):
+        super().__init__()
+        self.run = run
+        self.step = first_step
+
+    def on_train_batch_begin(self, batch, logs=None):
+        base_optimizer(self.model).learning_rate = time_annealed_rate(
+            self.run.config.train, self.step + batch, self.run.elapsed()
+        )
