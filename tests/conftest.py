@@ -27,6 +27,35 @@ TINY_SETTINGS = [
 ]
 
 
+def pytest_configure(config):
+    """Two logical CPU devices for the whole session, so MirroredStrategy can be tried in
+    process (they must exist before TensorFlow starts; nothing else uses the second)."""
+    from charlm.training.distribute import split_cpu
+
+    split_cpu(2)
+
+
+def pytest_terminal_summary(terminalreporter):
+    from tests import test_matrix
+
+    if test_matrix.CASES_RUN:
+        trained = test_matrix.CASES_RUN.count("trained")
+        refused = test_matrix.CASES_RUN.count("refused")
+        terminalreporter.write_line(
+            f"combination matrix: {len(test_matrix.CASES_RUN)} cases ran ({trained} trained, "
+            f"resumed, sampled, evaluated; {refused} refused in one line)"
+        )
+
+
+@pytest.fixture(autouse=True)
+def float32_policy():
+    """A test that trains in mixed precision leaves Keras's global policy float32 again."""
+    yield
+    import keras
+
+    keras.mixed_precision.set_global_policy("float32")
+
+
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path_factory, monkeypatch):
     """Every test gets a cache of its own: no test sees another's cached vocabulary."""

@@ -43,7 +43,9 @@ def build_model(
     for index in range(config.layers):
         x = recurrent_layer(config, f"{config.cell}_{index}", stateful_batch_size is not None)(x)
         if config.dropout > 0:
-            x = keras.layers.Dropout(config.dropout, seed=seed + index, name=f"dropout_{index}")(x)
+            # No seed: a copy for inference (stateless_copy), where dropout is off.
+            dropout_seed = None if seed is None else seed + index
+            x = keras.layers.Dropout(config.dropout, seed=dropout_seed, name=f"dropout_{index}")(x)
     # float32 logits even under mixed precision: softmax and loss need the range.
     logits = keras.layers.Dense(vocab_size, dtype="float32", name="logits")(x)
     model = keras.Model(inputs, logits, name=f"charlm_{config.cell}")

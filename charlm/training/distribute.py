@@ -54,8 +54,11 @@ def is_chief() -> bool:
 
 
 def split_cpu(devices: int) -> None:
-    """Make N logical CPU devices (must run before TensorFlow starts its runtime)."""
+    """Make N logical CPU devices (must run before TensorFlow starts its runtime; a
+    second call asking for as many is a no-op)."""
     cpu = tf.config.list_physical_devices("CPU")[0]
+    if len(tf.config.get_logical_device_configuration(cpu) or []) == devices:
+        return
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(devices)]
     )
@@ -88,8 +91,17 @@ def choose_strategy(name: str) -> tf.distribute.Strategy:
             split_cpu(int(os.environ[CPU_DEVICES_ENV]))
         gpus = tf.config.list_logical_devices("GPU")
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices)
+        return mirrored_strategy(tuple(devices))
     return tf.distribute.get_strategy()
+
+
+@functools.cache
+def mirrored_strategy(devices: tuple[str, ...]) -> tf.distribute.MirroredStrategy:
+    """One MirroredStrategy per set of devices and process: a second one over the same
+    devices numbers its collective operations from the start again, and their shapes
+    clash with the first one's ("Shape mismatch in the collective instance 100") when a
+    process trains twice (library use, tests)."""
+    return tf.distribute.MirroredStrategy(list(devices))
 
 
 def describe_strategy(strategy: tf.distribute.Strategy) -> str:
