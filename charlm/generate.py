@@ -1,9 +1,15 @@
 """Sampling: the recurrent state is carried from character to character inside a
 compiled loop; the prefix is never re-run.
 
-A chunk of characters is generated per call of one `tf.function` (a
-`tf.while_loop` over steps), so the Python loop runs once per chunk, not once
-per character, and text can still be printed as it is made.
+A prime is read in pieces through the model's sequence path (one call per piece, memory
+flat for a prime of any length). Then a chunk of characters is generated per call of one
+`tf.function` (a `tf.while_loop` over steps), so the Python loop runs once per chunk, not
+once per character, and text can still be printed as it is made.
+
+Every stream (a lane) carries its own controls: seed, position, temperature, top-k and
+top-p. Its random draws are a function of its own seed and position alone (see
+`uniform_noise`), so a stream's text is the same whether it is generated alone or beside
+any number of others, which is what lets a server batch unrelated requests.
 """
 
 from __future__ import annotations
@@ -19,6 +25,14 @@ from charlm.data.vocabulary import Vocabulary
 from charlm.model.step import CharacterStep
 
 CHUNK = 128  # characters per compiled call: large enough to hide Python, small enough to stream
+# TensorFlow multiplies a single row by a matrix with another kernel (a vector product)
+# than several rows, and its sums round differently; from two rows on, each row's result
+# is the same whatever the batch. One stream is therefore run as two identical rows, so
+# its text is exactly the one it gets beside other streams.
+MIN_ROWS = 2
+FEED_CHARS = 4096  # prime characters per call: bounds the memory of reading a long prime
+MASK32 = 0xFFFFFFFF
+SEED_LIMIT = 2**62  # stream seeds live below this (int64 arithmetic, no overflow)
 
 
 @dataclass
@@ -29,6 +43,33 @@ class SamplingOptions:
     top_p: float = 1.0
     argmax: bool = False
     seed: int = 0
+
+
+@dataclass
+class Lanes:
+    """Per-stream sampling controls, as arrays of one entry per stream."""
+
+    seeds: np.ndarray  # int64
+    positions: np.ndarray  # int64: characters generated so far
+    temperature: np.ndarray  # float32; 0 means argmax
+    top_k: np.ndarray  # int32; 0 means no limit
+    top_p: np.ndarray  # float32
+
+    @classmethod
+    def of(cls, options: SamplingOptions, streams: int) -> Lanes:
+        temperature = 0.0 if options.argmax else options.temperature
+        return cls(
+            seeds=np.array([stream_seed(options.seed, k) for k in range(streams)], np.int64),
+            positions=np.zeros(streams, np.int64),
+            temperature=np.full(streams, temperature, np.float32),
+            top_k=np.full(streams, options.top_k, np.int32),
+            top_p=np.full(streams, options.top_p, np.float32),
+        )
+
+
+def stream_seed(seed: int, index: int) -> int:
+    """The seed of sample `index` of a request made with `seed` (sample 0 uses `seed`)."""
+    return (seed + index * 0x9E3779B97F4A7C15) % SEED_LIMIT
 
 
 class Sampler:
@@ -42,7 +83,7 @@ class Sampler:
         )
         # Not XLA-compiled: measured, XLA halves the one-stream rate (2,213 -> 1,207).
         self.generate_chunk = tf.function(self._generate_chunk)
-        self.feed = tf.function(self._feed)
+        self.feed_piece = tf.function(self._feed_piece, reduce_retracing=True)
 
     def initial_states(self, streams: int) -> list:
         return self.model_step.initial_states(streams)
@@ -54,27 +95,48 @@ class Sampler:
         return logits + self.unknown_mask, states
 
     # ------------------------------------------------------------ compiled loops
-    def _feed(self, tokens, states):
-        """Run the prime (shape (streams, time)) through the model; the last logits + states."""
-        logits = tf.zeros((tf.shape(tokens)[0], self.vocab.size), tf.float32)
-        for t in tf.range(tf.shape(tokens)[1]):
-            tf.autograph.experimental.set_loop_options(
-                shape_invariants=[(logits, tf.TensorShape([None, self.vocab.size]))]
-            )
-            logits, states = self.step(tokens[:, t], states)
-        return logits, states
+    def _feed_piece(self, tokens, states):
+        logits, states = self.model_step.feed(tokens, states)
+        return logits + self.unknown_mask, states
 
-    def _generate_chunk(self, logits, states, steps, seed, temperature, top_k, top_p, mode):
+    def _generate_chunk(self, logits, states, steps, lanes, mode):
         """Sample `steps` characters; returns them (streams, steps), the last logits, states.
         `mode` is a Python string, so each mode gets a graph with only the ops it needs."""
+        seeds, positions, temperature, top_k, top_p = lanes
         out = tf.TensorArray(tf.int32, size=steps)
         for t in tf.range(steps):
-            token = choose(logits, tf.stack([seed, t]), temperature, top_k, top_p, mode)
+            noise = uniform_noise(seeds, positions + tf.cast(t, tf.int64), self.vocab.size)
+            token = choose(logits, noise, temperature, top_k, top_p, mode)
             out = out.write(t, token)
             logits, states = self.step(token, states)
         return tf.transpose(out.stack()), logits, states
 
     # ------------------------------------------------------------ public
+    def feed(self, prime_ids, streams: int = 1):
+        """The logits after the prime and the states after it, for `streams` copies. Read
+        once, in pieces of FEED_CHARS, and copied: every copy is exactly the same."""
+        ids = np.asarray(prime_ids, np.int32).reshape(-1)
+        if not ids.size:
+            ids = np.array([self.start_token()], np.int32)
+        states = self.initial_states(MIN_ROWS)
+        for start in range(0, len(ids), FEED_CHARS):
+            piece = np.tile(ids[None, start : start + FEED_CHARS], (MIN_ROWS, 1))
+            logits, states = self.feed_piece(tf.constant(piece), states)
+        copies = [[tf.repeat(state[:1], streams, axis=0) for state in layer] for layer in states]
+        return tf.repeat(logits[:1], streams, axis=0), copies
+
+    def generate(self, logits, states, lanes: Lanes, steps: int, mode: str):
+        """`steps` characters for every lane; advances the lanes' positions."""
+        controls = tuple(
+            tf.constant(array)
+            for array in (lanes.seeds, lanes.positions, lanes.temperature, lanes.top_k, lanes.top_p)
+        )
+        ids, logits, states = self.generate_chunk(
+            logits, states, tf.constant(steps), controls, mode
+        )
+        lanes.positions += steps
+        return ids.numpy(), logits, states
+
     def sample(
         self,
         prime_ids: list[int],
@@ -82,28 +144,17 @@ class Sampler:
         options: SamplingOptions,
     ) -> Iterator[np.ndarray]:
         """Yield chunks of generated token ids, shape (streams, chunk)."""
-        start = prime_ids or [self.start_token()]
-        tokens = tf.constant([start] * streams, tf.int32)
-        logits, states = self.feed(tokens, self.initial_states(streams))
+        rows = max(streams, MIN_ROWS)  # a second row repeats the first (see MIN_ROWS)
+        logits, states = self.feed(prime_ids, rows)
+        lanes = Lanes.of(options, rows)
+        lanes.seeds[streams:] = lanes.seeds[0]
         mode = sampling_mode(options)
         done = 0
-        chunk_index = 0
         while done < options.length:
             steps = min(CHUNK, options.length - done)
-            seed = tf.constant(options.seed * 1_000_003 + chunk_index, tf.int32)
-            ids, logits, states = self.generate_chunk(
-                logits,
-                states,
-                tf.constant(steps),
-                seed,
-                tf.constant(options.temperature, tf.float32),
-                tf.constant(options.top_k),
-                tf.constant(options.top_p, tf.float32),
-                mode,
-            )
+            ids, logits, states = self.generate(logits, states, lanes, steps, mode)
             done += steps
-            chunk_index += 1
-            yield ids.numpy()
+            yield ids[:streams]
 
     def start_token(self) -> int:
         """Without a prime, generation starts as if after a newline (or the first character)."""
@@ -111,6 +162,8 @@ class Sampler:
 
 
 def sampling_mode(options: SamplingOptions) -> str:
+    """The cheapest graph that gives every lane of these options the same tokens as the
+    general one: all argmax, no filtering, or per-lane filters."""
     if options.argmax or options.temperature == 0:
         return "argmax"
     if options.top_k == 0 and options.top_p >= 1:
@@ -118,30 +171,69 @@ def sampling_mode(options: SamplingOptions) -> str:
     return "filtered"
 
 
-def choose(logits, seed, temperature, top_k, top_p, mode: str):
-    """One token per stream from `logits` (streams, vocab) under the sampling controls."""
+def choose(logits, noise, temperature, top_k, top_p, mode: str):
+    """One token per stream from `logits` (streams, vocab), as a draw from the softmax at
+    each lane's temperature after its top-k and top-p filters (the Gumbel-max trick: the
+    argmax of logits plus Gumbel noise is a sample of their softmax). A lane at
+    temperature 0 takes the argmax."""
+    greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
     if mode == "argmax":
-        return tf.argmax(logits, axis=-1, output_type=tf.int32)
-    scaled = logits / temperature
+        return greedy
+    scaled = logits / tf.where(temperature > 0, temperature, 1.0)[:, None]
     if mode == "filtered":
-        scaled = keep_top_p(keep_top_k(scaled, top_k), top_p)
-    return tf.random.stateless_categorical(scaled, 1, seed=seed, dtype=tf.int32)[:, 0]
+        filtered = keep_top_p(keep_top_k(scaled, top_k), top_p)
+        scaled = tf.where((top_p < 1.0)[:, None], filtered, keep_top_k(scaled, top_k))
+    gumbel = -tf.math.log(-tf.math.log(noise))
+    drawn = tf.argmax(scaled + tf.cast(gumbel, scaled.dtype), axis=-1, output_type=tf.int32)
+    return tf.where(temperature > 0, drawn, greedy)
 
 
 def keep_top_k(logits, top_k):
-    """Logits outside the k largest become -inf (k = 0 keeps all)."""
+    """Logits outside each row's k largest become -inf (k = 0 keeps all)."""
     vocab_size = tf.shape(logits)[-1]
     k = tf.where(top_k > 0, tf.minimum(top_k, vocab_size), vocab_size)
-    # A sort and a gather rather than tf.math.top_k, whose k XLA needs as a constant.
-    threshold = tf.sort(logits, direction="DESCENDING", axis=-1)[:, k - 1 : k]
+    ordered = tf.sort(logits, direction="DESCENDING", axis=-1)
+    threshold = tf.gather(ordered, k[:, None] - 1, batch_dims=1)
     return tf.where(logits < threshold, -np.inf, logits)
 
 
 def keep_top_p(logits, top_p):
-    """Keep the smallest set of most likely tokens whose probability reaches top_p."""
+    """Keep each row's smallest set of most likely tokens whose probability reaches top_p."""
     ordered = tf.sort(logits, direction="DESCENDING", axis=-1)
     cumulative = tf.cumsum(tf.nn.softmax(ordered, axis=-1), axis=-1, exclusive=True)
     # The most likely token is always kept (its exclusive cumulative mass is 0).
-    kept = tf.where(cumulative < top_p, ordered, np.inf)
+    kept = tf.where(cumulative < top_p[:, None], ordered, np.inf)
     threshold = tf.reduce_min(kept, axis=-1, keepdims=True)
     return tf.where(logits < threshold, -np.inf, logits)
+
+
+def uniform_noise(seeds, positions, vocab_size: int):
+    """Uniform numbers in (0, 1), shape (streams, vocab), each a hash of (the stream's
+    seed, its position, the token index) alone. TensorFlow's stateless samplers take one
+    seed per call, so a stream's draws would depend on which other streams share the
+    batch; these do not. float64, so that no draw rounds to 0 or 1."""
+    key = mix32(xor(mix32(low32(seeds)), high32(seeds)))
+    key = mix32(xor(key, low32(positions)))
+    index = tf.range(vocab_size, dtype=tf.int64)
+    bits = mix32(xor(mix32(xor(key[:, None], index[None, :])), high32(positions)[:, None]))
+    return (tf.cast(bits, tf.float64) + 0.5) / 2.0**32
+
+
+def mix32(x):
+    """A 32-bit integer hash (good avalanche: every input bit moves every output bit),
+    computed in int64 so that no product overflows."""
+    for _ in range(2):
+        x = low32(xor(tf.bitwise.right_shift(x, 16), x) * 0x45D9F3B)
+    return xor(tf.bitwise.right_shift(x, 16), x)
+
+
+def low32(x):
+    return tf.bitwise.bitwise_and(x, tf.constant(MASK32, tf.int64))
+
+
+def high32(x):
+    return low32(tf.bitwise.right_shift(x, 32))
+
+
+def xor(a, b):
+    return tf.bitwise.bitwise_xor(a, b)

@@ -36,14 +36,12 @@ def pytest_configure(config):
 
 
 def pytest_terminal_summary(terminalreporter):
-    from tests import test_matrix
-
-    if test_matrix.CASES_RUN:
-        trained = test_matrix.CASES_RUN.count("trained")
-        refused = test_matrix.CASES_RUN.count("refused")
+    """How many cases of the combination matrix (tests/test_matrix.py) ran."""
+    cases = getattr(terminalreporter.config, "charlm_matrix_cases", [])
+    if cases:
         terminalreporter.write_line(
-            f"combination matrix: {len(test_matrix.CASES_RUN)} cases ran ({trained} trained, "
-            f"resumed, sampled, evaluated; {refused} refused in one line)"
+            f"combination matrix: {len(cases)} cases ran ({cases.count('trained')} trained, "
+            f"resumed, sampled and evaluated; {cases.count('refused')} refused in one line)"
         )
 
 

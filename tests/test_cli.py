@@ -305,10 +305,9 @@ def test_signal_saves_and_prints_the_resume_command(tmp_path, corpus_file, signu
 
 
 def test_kill_9_while_saving_leaves_a_loadable_checkpoint(tmp_path, corpus_file):
-    """Kill training at random moments while it saves every step; the newest checkpoint
-    is always complete, and the run resumes from it."""
-    import random
-
+    """kill -9 while a checkpoint or model.keras is half written (its temporary file is
+    there): the latest checkpoint and model.keras still load, and the run resumes,
+    cleaning up what the killed save left."""
     import keras
 
     from charlm.run.rundir import RunDir, read_state
@@ -320,22 +319,22 @@ def test_kill_9_while_saving_leaves_a_loadable_checkpoint(tmp_path, corpus_file)
         f"train.run_dir={run}",
         "train.steps=1000000",
         "train.eval_interval=1",
-        "train.keep_checkpoints=2",
     )
-    rng = random.Random(0)
-    for attempt in range(3):
+    left = []
+    for attempt in range(4):
         args = ["train", *settings] if attempt == 0 else ["train", "--resume", run]
-        before = RunDir(run).latest_checkpoint()
-        process = charlm_process(*args)
-        wait_for(lambda before=before: RunDir(run).latest_checkpoint() not in (None, before))
-        time.sleep(rng.uniform(0.0, 1.0))
-        process.kill()
-        process.wait()
-        latest = RunDir(run).latest_checkpoint()
-        assert read_state(latest).step >= 1
-        keras.saving.load_model(latest / "model.keras")
-    result = invoke("train", "--resume", run, *sets("train.steps=1"))  # resumable
+        left = kill_while_saving(charlm_process(*args), run)
+        if left:
+            break
+    assert left, "no kill landed while a save was under way"
+    latest = RunDir(run).latest_checkpoint()
+    step = read_state(latest).step
+    keras.saving.load_model(latest / "model.keras")
+    keras.saving.load_model(run / "model.keras")
+    result = invoke("train", "--resume", run, *sets(f"train.steps={step + 2}"))
     assert result.exit_code == 0, result.output
+    assert not partial_saves(run)
+    assert RunDir(run).latest_checkpoint().name == f"step-{step + 2:08d}"
 
 
 def test_second_writer_is_refused_while_the_first_runs(tmp_path, corpus_file):
@@ -372,12 +371,15 @@ def test_a_user_error_from_the_real_command_has_no_traceback(tmp_path):
     ]
 
 
-def test_a_second_ctrl_c_exits_at_once(monkeypatch):
-    """The first SIGINT asks for a stop at the next step; a second one leaves at once,
-    and the command exits 130 without a traceback."""
+def test_a_second_ctrl_c_exits_at_once(tmp_path, corpus_file):
+    """The first SIGINT asks for a stop at the next step; a second one, sent while that
+    stop is still saving, leaves at once: exit 130, "charlm: interrupted", no traceback,
+    and whatever checkpoint is there loads."""
     import signal
 
-    from charlm.training import loop
+    import keras
+
+    from charlm.run.rundir import RunDir
     from charlm.training.callbacks import StopRequest
 
     stop = StopRequest()
@@ -386,13 +388,30 @@ def test_a_second_ctrl_c_exits_at_once(monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         stop.handle_signal(signal.SIGINT, None)
 
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "train", interrupted)
-    result = invoke("train")
-    assert result.exit_code == 130 and "charlm: interrupted" in result.stderr
-    assert "Traceback" not in result.output
+    run = tmp_path / "run"
+    process = charlm_process(
+        "train",
+        *sets(
+            *TINY_SETTINGS,
+            f"data.corpus={corpus_file}",
+            f"train.run_dir={run}",
+            "train.steps=1000000",
+            "train.eval_interval=100000",
+        ),
+    )
+    err = collected_stderr(process)
+    wait_for(lambda: "parameters" in "".join(err) or process.poll() is not None)
+    time.sleep(1)  # the start-up line comes just before the signal handlers and step 1
+    process.send_signal(signal.SIGINT)
+    wait_for(lambda: saving_started(run) or process.poll() is not None, timeout=60)
+    assert process.poll() is None, "".join(err)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 130, "".join(err)
+    assert "charlm: interrupted" in "".join(err)
+    assert "Traceback" not in "".join(err)
+    latest = RunDir(run).latest_checkpoint()
+    if latest:
+        keras.saving.load_model(latest / "model.keras")
 
 
 def test_eval_counts_characters_outside_the_vocabulary(trained_run, tmp_path):
@@ -426,3 +445,52 @@ def test_bench_times_a_cell_through_the_cli_and_prints_json(monkeypatch):
 )
 def test_bench_refuses_bad_options(args, fragment):
     one_clean_error(invoke("bench", *args), fragment)
+
+
+def partial_saves(run):
+    """The temporary files of saves under way (or cut short) in a run directory."""
+    return [*(run / "checkpoints").glob(".tmp-*"), *run.glob(".tmp-model.keras*")]
+
+
+def saving_started(run):
+    """Whether a checkpoint is being (or has been) saved in a run directory."""
+    return bool(partial_saves(run)) or any((run / "checkpoints").glob("step-*"))
+
+
+def kill_while_saving(process, run, timeout=30):
+    """Let a `charlm train` process train until it saves, kill -9 it the moment a
+    temporary save file appears (polling every millisecond), and return the temporary
+    files the kill left: none if it missed the save."""
+    from charlm.run.rundir import RunDir
+
+    before = RunDir(run).latest_checkpoint()
+    try:
+        wait_for(
+            lambda: (
+                process.poll() is not None
+                or (
+                    RunDir(run).latest_checkpoint() not in (None, before)
+                    and (run / "model.keras").exists()
+                )
+            )
+        )
+        assert process.poll() is None, process.communicate()[1]
+        deadline = time.time() + timeout
+        while not partial_saves(run) and time.time() < deadline:
+            time.sleep(0.001)
+    finally:
+        process.kill()
+        process.communicate()
+    return partial_saves(run)
+
+
+def collected_stderr(process):
+    """A list that a thread fills with the process's stderr lines as they come."""
+    lines = []
+
+    def read():
+        for line in process.stderr:
+            lines.append(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines

@@ -10,7 +10,10 @@ import tensorflow as tf
 
 from charlm.config import ModelConfig
 from charlm.model import fused
-from charlm.model.build import build_model, set_implementation
+from charlm.model.build import build_model, recurrent_layers, set_implementation
+from charlm.training.loop import train
+from charlm.training.reporter import SilentReporter
+from tests.conftest import tiny_config
 
 LAYERS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "simple_rnn": keras.layers.SimpleRNN}
 STATES = {"lstm": 2, "gru": 1, "simple_rnn": 1}
@@ -45,8 +48,15 @@ def outputs_and_gradients(layer, x, initial):
     return [sequence, *final], gradients
 
 
+def runs(*layers) -> int:
+    """How many times these layers have entered the fused loop so far."""
+    return sum(fused.fused_loop_runs[layer.name] for layer in layers)
+
+
 @pytest.mark.parametrize("cell", sorted(LAYERS))
 def test_outputs_and_gradients_match_the_stock_layer(cell):
+    """The fused layer runs its own loop (not the stock one it is compared with) and gives
+    the stock layer's outputs, final states and gradients."""
     stock, twin = twin_layers(cell)
     rng = np.random.default_rng(0)
     x = tf.constant(rng.standard_normal((3, 7, 5)), tf.float32)
@@ -54,13 +64,18 @@ def test_outputs_and_gradients_match_the_stock_layer(cell):
         tf.constant(rng.standard_normal((3, 6)) * 0.5, tf.float32) for _ in range(STATES[cell])
     ]
     assert fused.fused_loop_applies(twin, None)
+    before = runs(stock, twin)
     expected_out, expected_grads = outputs_and_gradients(stock, x, initial)
+    assert runs(stock, twin) == before
     got_out, got_grads = outputs_and_gradients(twin, x, initial)
+    assert runs(twin) > before
     for want, got in zip(expected_out + expected_grads, got_out + got_grads):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_a_layer_returning_its_last_output_only_matches_too():
+    """A fused layer without return_sequences (no output gradient but the last) runs the
+    fused loop and gives the stock gradients."""
     keras.utils.set_random_seed(10)
     stock = keras.layers.GRU(5)
     twin = keras.layers.GRU(5)
@@ -69,36 +84,53 @@ def test_a_layer_returning_its_last_output_only_matches_too():
     stock(x)
     twin(x)
     twin.set_weights(stock.get_weights())
-    gradients = []
+    gradients, ran = [], []
     for layer in (stock, twin):
+        before = runs(layer)
         with tf.GradientTape() as tape:
             tape.watch(x)
             loss = tf.reduce_sum(layer(x) ** 2)
         gradients.append(tape.gradient(loss, [x, *layer.trainable_weights]))
+        ran.append(runs(layer) > before)
+    assert ran == [False, True]
     for want, got in zip(*gradients):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
 
 
+def fit_two_steps(cell, implementation, optimizer):
+    """Two model.fit steps of the whole charlm model: (initial weights, losses, weights,
+    whether its recurrent layers entered the fused loop)."""
+    config = ModelConfig(
+        cell=cell, layers=2, units=8, embedding_dim=4, implementation=implementation
+    )
+    model = build_model(config, vocab_size=11, seed=3)
+    model.compile(
+        optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    initial = model.get_weights()
+    tokens = training_tokens()
+    layers = recurrent_layers(model)
+    before = [runs(layer) for layer in layers]
+    history = model.fit(tokens[:, :-1], tokens[:, 1:], batch_size=4, epochs=2, verbose=0)
+    ran = all(runs(layer) > count for layer, count in zip(layers, before))
+    return initial, history.history["loss"], model.get_weights(), ran
+
+
+def training_tokens():
+    return np.random.default_rng(4).integers(0, 11, (4, 13)).astype("int32")
+
+
 @pytest.mark.parametrize("cell", sorted(LAYERS))
 def test_a_training_step_matches_the_stock_model(cell):
-    """One model.fit step of the whole charlm model: same loss, same updated weights."""
-
-    def fitted(implementation):
-        config = ModelConfig(
-            cell=cell, layers=2, units=8, embedding_dim=4, implementation=implementation
-        )
-        model = build_model(config, vocab_size=11, seed=3)
-        model.compile(
-            optimizer=keras.optimizers.Adam(0.01, global_clipnorm=5.0),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        )
-        tokens = np.random.default_rng(4).integers(0, 11, (4, 13)).astype("int32")
-        loss = model.fit(tokens[:, :-1], tokens[:, 1:], batch_size=4, epochs=2, verbose=0).history[
-            "loss"
-        ]
-        return loss, model.get_weights()
-
-    (stock_loss, stock_weights), (fused_loss, fused_weights) = fitted("stock"), fitted("fused")
+    """Two Adam steps: the fused model runs its loop and ends with the stock model's
+    losses and weights."""
+    _, stock_loss, stock_weights, stock_ran = fit_two_steps(
+        cell, "stock", keras.optimizers.Adam(0.01, global_clipnorm=5.0)
+    )
+    _, fused_loss, fused_weights, fused_ran = fit_two_steps(
+        cell, "fused", keras.optimizers.Adam(0.01, global_clipnorm=5.0)
+    )
+    assert fused_ran and not stock_ran
     np.testing.assert_allclose(fused_loss, stock_loss, rtol=1e-5)
     for got, want in zip(fused_weights, stock_weights):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
@@ -123,10 +155,14 @@ def test_saved_files_are_stock_keras_and_load_as_either_implementation(tmp_path,
     reloaded = set_implementation(keras.saving.load_model(tmp_path / "m.keras"), "fused")
     assert reloaded.get_layer(f"{cell}_0").uses_fused_loop
     assert fused.fused_loop_applies(reloaded.get_layer(f"{cell}_0"), None)
+    before = runs(reloaded.get_layer(f"{cell}_0"))
     np.testing.assert_allclose(reloaded.predict(tokens, verbose=0), expected, rtol=1e-5, atol=1e-6)
+    assert runs(reloaded.get_layer(f"{cell}_0")) > before
 
 
 def test_stateful_fused_layer_carries_its_state_like_the_stock_one():
+    """A stateful fused layer runs its loop and starts each call from the previous
+    call's final state, as the stock layer does."""
     keras.utils.set_random_seed(7)
     stock = keras.layers.LSTM(4, return_sequences=True, stateful=True)
     twin = keras.layers.LSTM(4, return_sequences=True, stateful=True)
@@ -138,7 +174,9 @@ def test_stateful_fused_layer_carries_its_state_like_the_stock_one():
     twin.reset_state()
     stock.reset_state()
     for _ in range(2):  # the second call starts from the first one's final state
+        before = runs(twin)
         np.testing.assert_allclose(twin(x).numpy(), stock(x).numpy(), rtol=1e-5, atol=1e-6)
+        assert runs(twin) > before
 
 
 def test_a_visible_gpu_hands_the_layer_to_keras(monkeypatch):
@@ -154,23 +192,115 @@ def test_a_visible_gpu_hands_the_layer_to_keras(monkeypatch):
 
     monkeypatch.setattr(keras.layers.GRU, "inner_loop", spy)
     monkeypatch.setattr(fused, "run_fused", lambda *a, **k: pytest.fail("fused loop ran"))
+    before = runs(twin)
     twin(tf.zeros((2, 3, 5)))
     assert calls == [twin.name]
+    assert runs(twin) == before
+    assert fused.describe_loops([twin]).startswith("Keras's")
 
 
 @pytest.mark.parametrize(
     "options", [{"dropout": 0.5}, {"go_backwards": True}, {"activation": "relu"}]
 )
 def test_options_the_fused_loop_lacks_run_keras_code(options):
+    """Options the fused loop does not implement: Keras's loop runs, never the fused one."""
     stock, twin = twin_layers("lstm", **options)
     assert not fused.fused_loop_applies(twin, None)
     x = tf.constant(np.random.default_rng(9).standard_normal((2, 4, 5)), tf.float32)
+    before = runs(twin)
     np.testing.assert_allclose(twin(x)[0].numpy(), stock(x)[0].numpy(), rtol=1e-5, atol=1e-6)
+    assert runs(twin) == before
 
 
 def test_the_start_up_line_names_the_loop_that_runs(monkeypatch):
+    """describe_loops says "fused" only when every layer would run the fused loop."""
     stock, twin = twin_layers("lstm")
     assert fused.describe_loops([twin]) == "fused recurrent loop"
     assert fused.describe_loops([stock, twin]).startswith("Keras's")
     monkeypatch.setattr(fused, "gpu_visible", lambda: True)
     assert fused.describe_loops([twin]).startswith("Keras's")
+
+
+def unclipped_gradient_norm(cell):
+    """The global norm of the first step's gradient, before any clipping."""
+    config = ModelConfig(cell=cell, layers=2, units=8, embedding_dim=4, implementation="stock")
+    model = build_model(config, vocab_size=11, seed=3)
+    tokens = training_tokens()
+    loss_function = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    with tf.GradientTape() as tape:
+        loss = loss_function(tokens[:, 1:], model(tokens[:, :-1], training=True))
+    return float(tf.linalg.global_norm(tape.gradient(loss, model.trainable_weights)))
+
+
+@pytest.mark.parametrize("cell", sorted(LAYERS))
+def test_clipped_sgd_steps_match_the_stock_model(cell):
+    """Two plain SGD steps with the global gradient norm clipped: each update is the
+    gradient itself, scaled, so the fused model's weights move as the stock model's only
+    if every gradient's magnitude matches (Adam's normalisation would hide a scale)."""
+    clip = 0.02
+    assert unclipped_gradient_norm(cell) > 5 * clip  # clipping is active at both steps
+    results = {
+        implementation: fit_two_steps(
+            cell, implementation, keras.optimizers.SGD(1.0, global_clipnorm=clip)
+        )
+        for implementation in ("stock", "fused")
+    }
+    initial, stock_loss, stock_weights, stock_ran = results["stock"]
+    _, fused_loss, fused_weights, fused_ran = results["fused"]
+    assert fused_ran and not stock_ran
+    np.testing.assert_allclose(fused_loss, stock_loss, rtol=1e-6)
+    for start, got, want in zip(initial, fused_weights, stock_weights):
+        moved = np.abs(want - start).max()
+        assert moved > 0
+        np.testing.assert_allclose(got - start, want - start, rtol=1e-3, atol=1e-4 * moved)
+
+
+class Messages(SilentReporter):
+    """A reporter that keeps the lines training prints."""
+
+    def __init__(self):
+        self.lines = []
+
+    def message(self, text):
+        self.lines.append(text)
+
+
+@pytest.mark.parametrize(
+    "setting, fused_runs",
+    [
+        ("model.implementation=fused", True),
+        ("model.implementation=stock", False),
+        ("train.precision=mixed_bfloat16", False),  # the fused loop is float32 only
+    ],
+)
+def test_the_start_up_line_names_the_loop_training_ran(tmp_path, corpus_file, setting, fused_runs):
+    """One step of `charlm train`: the start-up line says "fused" exactly when the fused
+    loop then ran, and Keras's loop otherwise."""
+    messages = Messages()
+    before = fused.fused_loop_runs.total()
+    try:
+        train(
+            tiny_config(corpus_file, tmp_path / "run", "train.steps=1", setting), reporter=messages
+        )
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    ran = fused.fused_loop_runs.total() > before
+    start_up = next(line for line in messages.lines if "parameters" in line)
+    assert ran == fused_runs
+    assert ("fused recurrent loop" in start_up) == ran, start_up
+    assert ("Keras's recurrent loop" in start_up) == (not ran), start_up
+
+
+@pytest.mark.parametrize("cell", ["simple_rnn", "lstm", "gru"])
+def test_an_empty_batch_gives_empty_outputs(cell):
+    """A replica can get no rows of a last, short batch: the fused loop returns empty
+    outputs instead of failing on a shape it cannot infer (eagerly and in a graph whose
+    batch size is unknown, as in evaluation under tf.distribute)."""
+    model = build_model(ModelConfig(cell=cell, layers=1, units=8, embedding_dim=4), 9)
+    layers = recurrent_layers(model)
+    empty = np.zeros((0, 5), dtype="int32")
+    before = runs(*layers)
+    assert model(empty).shape == (0, 5, 9)
+    graph = tf.function(model, input_signature=[tf.TensorSpec((None, None), tf.int32)])
+    assert graph(empty).shape == (0, 5, 9)
+    assert runs(*layers) >= before + 2

@@ -37,7 +37,6 @@ REFUSED = [
     ({"train.distribute": "mirrored", "train.windows": "contiguous"}, "one device only"),
 ]
 STEPS, INTERRUPT_AT = 4, 2
-CASES_RUN: list[str] = []  # "trained" or "refused", for the summary line (conftest.py)
 
 
 def is_refused(case: dict) -> bool:
@@ -118,7 +117,7 @@ def test_the_cases_cover_every_allowed_pair():
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_combination_trains_resumes_samples_and_evaluates(case, tmp_path, corpus_file):
+def test_combination_trains_resumes_samples_and_evaluates(case, tmp_path, corpus_file, request):
     settings = settings_of(case)
     whole = train(tiny_config(corpus_file, tmp_path / "whole", *settings))
     first = train(
@@ -140,12 +139,12 @@ def test_combination_trains_resumes_samples_and_evaluates(case, tmp_path, corpus
         result = invoke(*command)
         assert result.exit_code == 0, (command, result.output)
         assert "Traceback" not in result.output
-    CASES_RUN.append("trained")
+    count_case(request, "trained")
 
 
 @pytest.mark.parametrize("combination, reason", REFUSED, ids=lambda v: str(v))
 def test_unsupported_combination_is_refused_before_any_work(
-    combination, reason, tmp_path, corpus_file
+    combination, reason, tmp_path, corpus_file, request
 ):
     case = {**CASES[0], **combination}
     with pytest.raises(CharlmError, match=reason):
@@ -162,4 +161,10 @@ def test_unsupported_combination_is_refused_before_any_work(
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert reason in result.stderr
-    CASES_RUN.append("refused")
+    count_case(request, "refused")
+
+
+def count_case(request, outcome: str) -> None:
+    """For the summary line conftest.py prints."""
+    cases = getattr(request.config, "charlm_matrix_cases", [])
+    request.config.charlm_matrix_cases = [*cases, outcome]

@@ -1,10 +1,20 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
+from charlm import generate as generate_module
 from charlm.config import ModelConfig
 from charlm.data.vocabulary import Vocabulary
-from charlm.generate import Sampler, SamplingOptions, choose, keep_top_k, keep_top_p
+from charlm.generate import (
+    Sampler,
+    SamplingOptions,
+    choose,
+    keep_top_k,
+    keep_top_p,
+    stream_seed,
+    uniform_noise,
+)
 from charlm.model.build import build_model, parameter_count
 
 VOCAB = Vocabulary(list("abcdefgh\n"))
@@ -80,12 +90,89 @@ def test_streams_are_independent_and_the_unknown_token_never_appears():
 
 def test_top_k_and_top_p_filters():
     logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]], dtype="float32"))
-    assert np.isfinite(keep_top_k(logits, 2).numpy()).tolist() == [[True, True, False, False]]
-    assert np.isfinite(keep_top_p(logits, 0.7).numpy()).tolist() == [[True, True, False, False]]
-    assert np.isfinite(keep_top_p(logits, 1.0).numpy()).all()
-    assert choose(logits, np.array([1, 2]), 1.0, 0, 1.0, "argmax").numpy().tolist() == [0]
-    picks = [
-        choose(logits, np.array([1, seed]), 1.0, 2, 1.0, "filtered").numpy()[0]
-        for seed in range(40)
+    two, point_seven, one = np.array([2]), np.float32([0.7]), np.float32([1.0])
+    assert np.isfinite(keep_top_k(logits, two).numpy()).tolist() == [[True, True, False, False]]
+    assert np.isfinite(keep_top_p(logits, point_seven).numpy()).tolist() == [
+        [True, True, False, False]
     ]
-    assert set(picks) == {0, 1}
+    assert np.isfinite(keep_top_p(logits, one).numpy()).all()
+
+    def pick(seed, top_k, mode, temperature=1.0):
+        noise = uniform_noise(tf.constant([seed], tf.int64), tf.constant([0], tf.int64), 4)
+        return choose(logits, noise, np.float32([temperature]), np.int32([top_k]), one, mode)
+
+    assert pick(1, 0, "argmax").numpy().tolist() == [0]
+    assert {int(pick(seed, 2, "filtered")[0]) for seed in range(40)} == {0, 1}
+    assert {int(pick(seed, 0, "plain")[0]) for seed in range(200)} == {0, 1, 2, 3}
+    assert {int(pick(seed, 0, "filtered", temperature=0.0)[0]) for seed in range(20)} == {0}
+
+
+def test_draws_follow_the_softmax():
+    """The Gumbel-max draw over the hashed noise samples the softmax: frequencies over
+    many seeds match the probabilities."""
+    probabilities = np.array([0.5, 0.3, 0.15, 0.05])
+    logits = np.log(np.tile(probabilities, (4000, 1))).astype("float32")
+    noise = uniform_noise(tf.range(4000, dtype=tf.int64), tf.zeros(4000, tf.int64), 4)
+    draws = choose(
+        logits,
+        noise,
+        np.ones(4000, "float32"),
+        np.zeros(4000, "int32"),
+        np.ones(4000, "float32"),
+        "plain",
+    ).numpy()
+    frequencies = np.bincount(draws, minlength=4) / 4000
+    assert np.allclose(frequencies, probabilities, atol=0.03)
+
+
+def test_a_stream_draws_the_same_alone_or_beside_others():
+    """Lane k of a batch gives the text it gives alone, with the same seed and controls."""
+    s, _ = sampler()
+    batch = generate(s, "ab", streams=3, length=200, temperature=1.0, top_k=3, seed=9)
+    for k in range(3):
+        lanes_seed = stream_seed(9, k)
+        alone = np.concatenate(
+            list(
+                s.sample(
+                    VOCAB.encode("ab").tolist(),
+                    1,
+                    SamplingOptions(length=200, temperature=1.0, top_k=3, seed=lanes_seed),
+                )
+            ),
+            axis=1,
+        )
+        assert np.array_equal(alone[0], batch[k])
+
+
+def test_a_long_prime_is_read_in_pieces_like_a_short_one(monkeypatch):
+    """Feeding in pieces (FEED_CHARS at a time) leaves the state that one piece leaves."""
+    from charlm import generate as generate_module
+
+    s, _ = sampler("lstm")
+    prime = VOCAB.encode("abcdefgh\n" * 30).tolist()
+    whole_logits, whole_states = s.feed(prime)
+    monkeypatch.setattr(generate_module, "FEED_CHARS", 7)
+    piece_logits, piece_states = s.feed(prime)
+    assert np.allclose(whole_logits, piece_logits, atol=1e-5)
+    for whole, piece in zip(whole_states, piece_states):
+        assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(whole, piece))
+
+
+def test_a_stream_computes_bit_for_bit_the_same_alone_or_beside_others():
+    """Not only the same characters: the same logits to the last bit (one stream runs as
+    two rows, since a single row is multiplied by another kernel that rounds otherwise)."""
+    # Large enough for the matrix kernels to differ between one row and several.
+    model = build_model(ModelConfig(cell="lstm", layers=1, units=512, embedding_dim=64), VOCAB.size)
+    s = Sampler(model, VOCAB)
+    prime = VOCAB.encode("abcab").tolist()
+    options = SamplingOptions(length=0, temperature=1.0, seed=4)
+    results = []
+    for streams in (1, 5):
+        logits, states = s.feed(prime, max(streams, generate_module.MIN_ROWS))
+        lanes = generate_module.Lanes.of(options, max(streams, generate_module.MIN_ROWS))
+        lanes.seeds[:] = 4
+        _, logits, states = s.generate(logits, states, lanes, 40, "plain")
+        results.append((logits.numpy()[0], [x.numpy()[0] for layer in states for x in layer]))
+    (alone_logits, alone_states), (batch_logits, batch_states) = results
+    assert np.array_equal(alone_logits, batch_logits)
+    assert all(np.array_equal(a, b) for a, b in zip(alone_states, batch_states))

@@ -173,20 +173,25 @@ def test_early_stopping(tmp_path, corpus_file):
 
 
 def test_non_finite_loss_stops_and_keeps_the_good_checkpoint(tmp_path, corpus_file):
-    run = tmp_path / "run"
-    train(tiny_config(corpus_file, run, "train.steps=6"))
-    good = (run / "checkpoints" / "step-00000006" / "model.keras").read_bytes()
-    # Poison the model's weights so the next step's loss is NaN.
+    """A loss that turns NaN stops training with an error naming the step; nothing is
+    saved from then on, and the checkpoint before the bad state stays byte for byte,
+    loadable, with finite weights."""
     import keras
 
-    model = keras.saving.load_model(run / "checkpoints" / "step-00000006" / "model.keras")
-    model.get_layer("logits").kernel.assign(np.full(model.get_layer("logits").kernel.shape, np.nan))
-    model.save(run / "poisoned.keras")
-    os.replace(run / "poisoned.keras", run / "checkpoints" / "step-00000006" / "model.keras")
-    with pytest.raises(TrainingError, match="non-finite .* at step 7"):
-        train(tiny_config(corpus_file, run, "train.steps=12"), resume=run)
-    assert [p.name for p in RunDir(run).checkpoints()] == ["step-00000006"]
-    assert good != b""
+    run = tmp_path / "run"
+    train(tiny_config(corpus_file, run))  # checkpoints at steps 6 and 12
+    good = run / "checkpoints" / "step-00000006"
+    kept, best = files_of(good), (run / "model.keras").read_bytes()
+    poison(run / "checkpoints" / "step-00000012" / "model.keras")
+    with pytest.raises(TrainingError, match="non-finite .* at step 13;"):
+        train(tiny_config(corpus_file, run, "train.steps=18"), resume=run)
+    assert [p.name for p in RunDir(run).checkpoints()] == ["step-00000006", "step-00000012"]
+    assert not list(run.glob("**/.tmp-*"))
+    assert [h["step"] for h in RunDir(run).history()] == [6, 12]
+    assert (run / "model.keras").read_bytes() == best
+    assert files_of(good) == kept
+    model = keras.saving.load_model(good / "model.keras")
+    assert all(np.isfinite(w).all() for w in model.get_weights())
 
 
 def test_partial_saves_from_a_killed_process_are_cleaned(tmp_path, corpus_file):
@@ -313,3 +318,19 @@ def test_validation_text_must_hold_one_window_and_the_error_names_the_key(
 
     with pytest.raises(CorpusError, match=named):
         train(tiny_config(corpus_file, tmp_path / "run", setting))
+
+
+def files_of(directory):
+    """Every file under `directory` with its bytes."""
+    return {p.relative_to(directory): p.read_bytes() for p in directory.rglob("*") if p.is_file()}
+
+
+def poison(model_file):
+    """Replace a saved model's output weights with NaN, so that its next loss is NaN."""
+    import keras
+
+    model = keras.saving.load_model(model_file)
+    logits = model.get_layer("logits").kernel
+    logits.assign(np.full(logits.shape, np.nan))
+    model.save(model_file.parent / "poisoned.keras")
+    os.replace(model_file.parent / "poisoned.keras", model_file)

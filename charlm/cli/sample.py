@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import tempfile
 import time
 from typing import Annotated, Optional
 
+import numpy as np
 import typer
 
 from charlm.cli.app import CheckpointOption, app, quiet_tensorflow_start, say, user_errors
@@ -43,6 +45,7 @@ def sample(
             top_k=top_k,
             top_p=top_p,
             num_samples=num_samples,
+            seed=seed,
         )
         quiet_tensorflow_start()
         from charlm.generate import Sampler, SamplingOptions
@@ -56,7 +59,7 @@ def sample(
             top_k=settings.top_k,
             top_p=settings.top_p,
             argmax=argmax,
-            seed=seed if seed is not None else int(time.time_ns() % 2**31),
+            seed=settings.seed if settings.seed is not None else int(time.time_ns() % 2**31),
         )
         prime_text = settings.prime
         unknown = loaded.vocab.unknown_chars(prime_text)
@@ -66,7 +69,7 @@ def sample(
                 f"model's vocabulary; they are left out"
             )
             prime_text = "".join(c for c in prime_text if c not in unknown)
-        if seed is None:
+        if settings.seed is None:
             say(f"seed {options.seed}")
         write_samples(
             Sampler(loaded.model, loaded.vocab),
@@ -90,22 +93,33 @@ def checked_flags(**given) -> dict:
 
 
 def write_samples(sampler, vocab, prime_text: str, num_samples: int, options) -> None:
-    """The first sample streams as it is made; the others follow it, separated."""
-    prime_ids = vocab.encode(prime_text).tolist()
+    """The first sample streams as it is made; the others follow it, separated. They wait
+    on disk meanwhile (as token ids), so memory stays flat however long the samples."""
     started = time.perf_counter()
-    chunks = []
     sys.stdout.write(prime_text)
-    for ids in sampler.sample(prime_ids, num_samples, options):
-        sys.stdout.write(vocab.decode(ids[0]))
-        sys.stdout.flush()
-        chunks.append(ids)
-    elapsed = time.perf_counter() - started
-    for stream in range(1, num_samples):
-        sys.stdout.write(f"\n\n--- sample {stream + 1} ---\n{prime_text}")
-        sys.stdout.write("".join(vocab.decode(ids[stream]) for ids in chunks))
+    with tempfile.TemporaryFile() as spool:
+        for ids in sampler.sample(vocab.encode(prime_text), num_samples, options):
+            sys.stdout.write(vocab.decode(ids[0]))
+            sys.stdout.flush()
+            spool.write(ids[1:].astype(np.int32).tobytes())
+        elapsed = time.perf_counter() - started
+        for stream in range(1, num_samples):
+            sys.stdout.write(f"\n\n--- sample {stream + 1} ---\n{prime_text}")
+            for ids in spooled_stream(spool, stream - 1, num_samples - 1, options.length):
+                sys.stdout.write(vocab.decode(ids))
     sys.stdout.write("\n")
     sys.stdout.flush()
-    say(
-        f"{num_samples * options.length} characters in {elapsed:.2f} s "
-        f"({num_samples * options.length / max(elapsed, 1e-9):,.0f} chars/s)"
-    )
+    chars = num_samples * options.length
+    say(f"{chars} characters in {elapsed:.2f} s ({chars / max(elapsed, 1e-9):,.0f} chars/s)")
+
+
+def spooled_stream(spool, row: int, rows: int, length: int):
+    """The token ids of one spooled stream, chunk by chunk (chunks of CHUNK characters,
+    each written as `rows` rows)."""
+    from charlm.generate import CHUNK
+
+    spool.seek(0)
+    for start in range(0, length, CHUNK):
+        width = min(CHUNK, length - start)
+        block = np.frombuffer(spool.read(rows * width * 4), np.int32).reshape(rows, width)
+        yield block[row]

@@ -222,6 +222,15 @@ class SampleConfig:
     )
     prime: str = key("", "Text the model reads before generating.")
     num_samples: int = key(1, "Independent samples, generated together.", minimum=1, maximum=4096)
+    seed: int = key(
+        None,
+        "Seed of the first sample (each other sample's follows from it); the same seed, "
+        "prime and options give the same text. Unset: a random seed, printed.",
+        minimum=0,
+        maximum=2**62 - 1,
+        kind="int",
+        optional=True,
+    )
 
 
 @dataclass

@@ -90,20 +90,21 @@ def evaluation_dataset(split: Split, batch_size: int, seq_length: int) -> tf.dat
     """Consecutive, non-overlapping windows covering `split` once (the tail that does not
     fill a whole window is left out), so every evaluation sees the same characters."""
     n_windows = (len(split) - 1) // seq_length
-    starts = split.start + np.arange(n_windows, dtype=np.int64) * seq_length
 
-    def load(batch_starts):
-        rows = split.tokens.read_windows(batch_starts, seq_length + 1)
+    def load(window_indices):
+        starts = split.start + window_indices * seq_length
+        rows = split.tokens.read_windows(starts, seq_length + 1)
         return rows[:, :-1], rows[:, 1:]
 
-    def load_tensor(batch_starts):
-        inputs, targets = tf.numpy_function(load, [batch_starts], [tf.int32, tf.int32])
+    def load_tensor(window_indices):
+        inputs, targets = tf.numpy_function(load, [window_indices], [tf.int32, tf.int32])
         inputs.set_shape((None, seq_length))
         targets.set_shape((None, seq_length))
         return inputs, targets
 
+    # Window numbers, not offsets, are batched: nothing grows with the text's length.
     return (
-        tf.data.Dataset.from_tensor_slices(starts)
+        tf.data.Dataset.range(n_windows)
         .batch(batch_size)
         .map(load_tensor, num_parallel_calls=AUTOTUNE, deterministic=True)
         .prefetch(AUTOTUNE)

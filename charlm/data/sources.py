@@ -146,7 +146,9 @@ def read_code_points(path: Path, errors: str = "strict") -> Iterator[tuple[np.nd
 
 def code_points(text: str) -> np.ndarray:
     """The Unicode code points of `text` as uint32, without a Python loop."""
-    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    # surrogatepass: a lone surrogate (from undecodable bytes in a command line, say)
+    # becomes its code point, which no vocabulary holds, instead of an exception.
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 
 def disk_position(stream) -> int:

@@ -22,6 +22,8 @@ GPU.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import keras
 import tensorflow as tf
 
@@ -40,7 +42,10 @@ def run_fused(math, sequences, initial_states, kernel, recurrent_kernel, bias):
         x_tm = tf.transpose(x, [1, 0, 2])  # time-major: one step = one slice
         steps, batch = tf.shape(x_tm)[0], tf.shape(x_tm)[1]
         flat_x = tf.reshape(x_tm, [-1, tf.shape(x_tm)[2]])
-        px = tf.reshape(tf.matmul(flat_x, kernel) + input_bias, [steps, batch, -1])
+        # The width is spelled out: with an empty batch (a replica's share of a last, short
+        # batch) -1 could not be inferred.
+        width = tf.shape(kernel)[1]
+        px = tf.reshape(tf.matmul(flat_x, kernel) + input_bias, [steps, batch, width])
         state_seqs, saved_seqs, final_states = forward_loop(
             math, px, states0, recurrent_kernel, recurrent_bias
         )
@@ -184,12 +189,18 @@ def use_fused_loop(layer: keras.layers.RNN) -> None:
     math = next(m for cls, m in MATH.items() if isinstance(layer, cls))
 
     def inner_loop(sequences, initial_state, mask, training=False):
-        if not fused_loop_applies(layer, mask):  # the class's own loop: cuDNN on a GPU
+        if not runs_fused(layer, mask):  # the class's own loop: cuDNN on a GPU
             return type(layer).inner_loop(layer, sequences, initial_state, mask, training)
         return fused_inner_loop(layer, math, sequences, initial_state)
 
     layer.inner_loop = inner_loop
     layer.uses_fused_loop = True
+
+
+def runs_fused(layer, mask) -> bool:
+    """Whether `layer` runs the fused loop on inputs with `mask`: the one test that both
+    the layer's inner loop and the start-up line (describe_loops) make."""
+    return getattr(layer, "uses_fused_loop", False) and fused_loop_applies(layer, mask)
 
 
 def fused_loop_applies(layer, mask) -> bool:
@@ -215,11 +226,9 @@ def fused_loop_applies(layer, mask) -> bool:
 
 
 def describe_loops(layers) -> str:
-    """For the start-up line: which loop the recurrent layers run."""
-    if layers and all(
-        getattr(layer, "uses_fused_loop", False) and fused_loop_applies(layer, None)
-        for layer in layers
-    ):
+    """For the start-up line: which loop the recurrent layers run. charlm's models pass
+    no mask, and a layer's compute dtype is the one it trains in."""
+    if layers and all(runs_fused(layer, None) for layer in layers):
         return "fused recurrent loop"
     return "Keras's recurrent loop (cuDNN on a GPU)"
 
@@ -228,8 +237,15 @@ def gpu_visible() -> bool:
     return bool(tf.config.list_logical_devices("GPU"))
 
 
+# Times each layer (by name) entered the fused loop: once per eager call, once per trace
+# of a tf.function (whose graph then runs the loop without Python). Tests read it to
+# tell which loop a layer ran.
+fused_loop_runs: Counter[str] = Counter()
+
+
 def fused_inner_loop(layer, math, sequences, initial_state):
     """What Keras's RNN.inner_loop returns: (last output, outputs, final states)."""
+    fused_loop_runs[layer.name] += 1
     states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
     cell = layer.cell
     weights = [tf.convert_to_tensor(w) for w in (cell.kernel, cell.recurrent_kernel, cell.bias)]
