@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench bench-data bench-quality bench-startup install clean
+.PHONY: demo test lint format bench bench-data bench-quality bench-startup bench-serve install clean
 
 # The main job: train a small model on the built-in corpus (a minute or two), then sample.
 demo: $(STAMP)
@@ -58,3 +58,8 @@ bench-data: $(STAMP)
 # importing TensorFlow; target `charlm --help` under 1 s.
 bench-startup: $(STAMP)
 	$(BIN)/python benchmarks/startup.py
+
+# Serving under load: chars/s with 1-64 streaming clients against the sampler's own
+# 64-stream rate, time to first character, memory over 10,000 requests (run it alone).
+bench-serve: $(STAMP)
+	$(BIN)/python benchmarks/serve.py

@@ -82,7 +82,7 @@ class Sampler:
             np.where(np.arange(vocab.size) == vocab.unknown_id, -np.inf, 0.0), tf.float32
         )
         # Not XLA-compiled: measured, XLA halves the one-stream rate (2,213 -> 1,207).
-        self.generate_chunk = tf.function(self._generate_chunk)
+        self.generate_chunk = tf.function(self._generate_chunk, reduce_retracing=True)
         self.feed_piece = tf.function(self._feed_piece, reduce_retracing=True)
 
     def initial_states(self, streams: int) -> list:
@@ -113,29 +113,42 @@ class Sampler:
 
     # ------------------------------------------------------------ public
     def feed(self, prime_ids, streams: int = 1):
-        """The logits after the prime and the states after it, for `streams` copies. Read
-        once, in pieces of FEED_CHARS, and copied: every copy is exactly the same."""
-        ids = np.asarray(prime_ids, np.int32).reshape(-1)
+        """The logits after the prime and the states after it, for `streams` copies: read
+        once and copied, so every copy is exactly the same."""
+        ids = np.asarray(prime_ids, np.int32).reshape(1, -1)
         if not ids.size:
-            ids = np.array([self.start_token()], np.int32)
-        states = self.initial_states(MIN_ROWS)
-        for start in range(0, len(ids), FEED_CHARS):
-            piece = np.tile(ids[None, start : start + FEED_CHARS], (MIN_ROWS, 1))
-            logits, states = self.feed_piece(tf.constant(piece), states)
-        copies = [[tf.repeat(state[:1], streams, axis=0) for state in layer] for layer in states]
-        return tf.repeat(logits[:1], streams, axis=0), copies
+            ids = np.array([[self.start_token()]], np.int32)
+        logits, states = self.feed_rows(ids)
+        copies = [[tf.repeat(state, streams, axis=0) for state in layer] for layer in states]
+        return tf.repeat(logits, streams, axis=0), copies
+
+    def feed_rows(self, ids: np.ndarray):
+        """The logits and states after each row of `ids` (rows, time), read in pieces of
+        FEED_CHARS: memory stays flat for a prime of any length."""
+        rows = len(ids)
+        ids = pad_rows(ids)
+        states = self.initial_states(len(ids))
+        for start in range(0, ids.shape[1], FEED_CHARS):
+            logits, states = self.feed_piece(
+                tf.constant(ids[:, start : start + FEED_CHARS]), states
+            )
+        return logits[:rows], [[state[:rows] for state in layer] for layer in states]
 
     def generate(self, logits, states, lanes: Lanes, steps: int, mode: str):
-        """`steps` characters for every lane; advances the lanes' positions."""
+        """`steps` characters for every lane: (ids (lanes, steps), logits, states)."""
+        rows = len(lanes.seeds)
+        logits = pad_rows(logits)
+        states = [[pad_rows(state) for state in layer] for layer in states]
         controls = tuple(
-            tf.constant(array)
+            tf.constant(pad_rows(array))
             for array in (lanes.seeds, lanes.positions, lanes.temperature, lanes.top_k, lanes.top_p)
         )
         ids, logits, states = self.generate_chunk(
             logits, states, tf.constant(steps), controls, mode
         )
         lanes.positions += steps
-        return ids.numpy(), logits, states
+        states = [[state[:rows] for state in layer] for layer in states]
+        return ids.numpy()[:rows], logits[:rows], states
 
     def sample(
         self,
@@ -144,17 +157,15 @@ class Sampler:
         options: SamplingOptions,
     ) -> Iterator[np.ndarray]:
         """Yield chunks of generated token ids, shape (streams, chunk)."""
-        rows = max(streams, MIN_ROWS)  # a second row repeats the first (see MIN_ROWS)
-        logits, states = self.feed(prime_ids, rows)
-        lanes = Lanes.of(options, rows)
-        lanes.seeds[streams:] = lanes.seeds[0]
+        logits, states = self.feed(prime_ids, streams)
+        lanes = Lanes.of(options, streams)
         mode = sampling_mode(options)
         done = 0
         while done < options.length:
             steps = min(CHUNK, options.length - done)
             ids, logits, states = self.generate(logits, states, lanes, steps, mode)
             done += steps
-            yield ids[:streams]
+            yield ids
 
     def start_token(self) -> int:
         """Without a prime, generation starts as if after a newline (or the first character)."""
@@ -237,3 +248,13 @@ def high32(x):
 
 def xor(a, b):
     return tf.bitwise.bitwise_xor(a, b)
+
+
+def pad_rows(array):
+    """`array` with its first row repeated up to MIN_ROWS rows (see MIN_ROWS)."""
+    missing = MIN_ROWS - len(array)
+    if missing <= 0:
+        return array
+    if isinstance(array, np.ndarray):
+        return np.concatenate([array] + [array[:1]] * missing)
+    return tf.concat([array] + [array[:1]] * missing, axis=0)

@@ -168,8 +168,8 @@ def test_a_stream_computes_bit_for_bit_the_same_alone_or_beside_others():
     options = SamplingOptions(length=0, temperature=1.0, seed=4)
     results = []
     for streams in (1, 5):
-        logits, states = s.feed(prime, max(streams, generate_module.MIN_ROWS))
-        lanes = generate_module.Lanes.of(options, max(streams, generate_module.MIN_ROWS))
+        logits, states = s.feed(prime, streams)
+        lanes = generate_module.Lanes.of(options, streams)
         lanes.seeds[:] = 4
         _, logits, states = s.generate(logits, states, lanes, 40, "plain")
         results.append((logits.numpy()[0], [x.numpy()[0] for layer in states for x in layer]))

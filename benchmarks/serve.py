@@ -1,0 +1,231 @@
+"""`make bench-serve`: `charlm serve` under load, against the sampler's own batched rate.
+
+On the reference model (Embedding 65 -> 64, 2x512 LSTM, Dense; trained one step, since
+speed does not depend on the weights), in one run:
+
+1. the Sampler's own rate for 64 streams, as `charlm bench` measures it (no server);
+2. a `charlm serve` process with 64 lanes; 1, 8, 32 and 64 concurrent clients each
+   streaming completions back to back: aggregate characters per second received;
+3. time to the first character of a completion with a 100-character prompt, with 1
+   and with 32 clients streaming at once: p50 and p99;
+4. the server's resident memory after 500 requests and after 10,000 more.
+
+    python benchmarks/serve.py [--seconds 15] [--requests 10000] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+PROMPT = (
+    "First Citizen: Before we proceed any further, hear me speak. All: Speak, speak. "
+    "First Citizen: You"
+)[:100]
+
+
+def reference_run(root: Path) -> Path:
+    from charlm.bench import REFERENCE, reference_corpus
+    from charlm.config import load_config
+    from charlm.training.loop import train
+
+    settings = [f"model.{k}={REFERENCE[k]}" for k in ("layers", "units", "embedding_dim")] + [
+        "model.cell=lstm",
+        "train.steps=1",
+        "train.batch_size=8",
+        "train.seq_length=16",
+        f"data.corpus={reference_corpus(root)}",
+        "data.val_max_chars=101",
+        f"train.run_dir={root / 'run'}",
+    ]
+    train(load_config(None, settings))
+    return root / "run"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(run: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "charlm.cli",
+            "serve",
+            "-c",
+            str(run),
+            "--port",
+            str(port),
+            "--lanes",
+            "64",
+            "--queue",
+            "1024",
+            "--max-tokens",
+            "100000",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            httpx.get(f"{url}/health", timeout=1)
+            return process, url
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise SystemExit("the server did not start")
+
+
+def stream_completion(connection: http.client.HTTPConnection, max_tokens: int, seed: int):
+    """(seconds to the first character, characters received) of one streamed completion.
+    http.client, not a heavier client: the load generator shares the machine's cores
+    with the server, and every cycle it spends is one the server does not get."""
+    started = time.perf_counter()
+    first, chars = None, 0
+    body = json.dumps({"prompt": PROMPT, "max_tokens": max_tokens, "seed": seed, "stream": True})
+    connection.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    for line in response:
+        if line.startswith(b"data: {"):
+            text = json.loads(line[6:])["choices"][0]["text"]
+            if text and first is None:
+                first = time.perf_counter() - started
+            chars += len(text)
+    return first, chars
+
+
+def load_test(url: str, clients: int, seconds: float, max_tokens: int) -> dict:
+    """Each client streams completions back to back for `seconds` (after a warm-up)."""
+    stop_at = time.perf_counter() + seconds + 3
+    count_from = stop_at - seconds
+    counted = [0] * clients
+    first_chars = [[] for _ in range(clients)]
+
+    host, port = url.removeprefix("http://").split(":")
+
+    def client_loop(index):
+        connection = http.client.HTTPConnection(host, int(port), timeout=120)
+        seed = index * 1000
+        while time.perf_counter() < stop_at:
+            seed += 1
+            began = time.perf_counter()
+            first, chars = stream_completion(connection, max_tokens, seed)
+            if began >= count_from:
+                counted[index] += chars
+                first_chars[index].append(first)
+        connection.close()
+
+    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    waits = sorted(w for per_client in first_chars for w in per_client if w is not None)
+    return {
+        "chars_per_s": sum(counted) / (time.perf_counter() - count_from),
+        "first_char_p50_ms": 1000 * statistics.median(waits) if waits else None,
+        "first_char_p99_ms": 1000 * waits[int(0.99 * (len(waits) - 1))] if waits else None,
+        "completions": len(waits),
+    }
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        return int(next(line for line in status if line.startswith("VmRSS:")).split()[1]) / 1024
+
+
+def many_requests(url: str, count: int, clients: int = 32) -> None:
+    done = iter(range(count))
+    lock = threading.Lock()
+
+    def client_loop():
+        with httpx.Client() as client:
+            while True:
+                with lock:
+                    index = next(done, None)
+                if index is None:
+                    return
+                body = {"prompt": PROMPT[: index % 100], "max_tokens": 4, "seed": index}
+                client.post(f"{url}/v1/completions", json=body, timeout=60).raise_for_status()
+
+    threads = [threading.Thread(target=client_loop) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--requests", type=int, default=10_000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    from charlm.bench import sampling_chars_per_s
+
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="charlm-bench-serve-") as root:
+        run = reference_run(Path(root))
+        results["sampler_64_streams_chars_per_s"] = sampling_chars_per_s(run, 64, 500)
+        process, url = start_server(run)
+        try:
+            results["clients"] = {n: load_test(url, n, args.seconds, 400) for n in (1, 8, 32, 64)}
+            results["first_char"] = {n: load_test(url, n, args.seconds, 50) for n in (1, 32)}
+            many_requests(url, 500)
+            before = rss_mb(process.pid)
+            many_requests(url, args.requests)
+            results["rss_mb"] = {
+                "after_500": before,
+                f"after_{args.requests}_more": rss_mb(process.pid),
+            }
+        finally:
+            process.terminate()
+            process.wait()
+    print(json.dumps(results, indent=2) if args.json else report(results))
+
+
+def report(results: dict) -> str:
+    sampler = results["sampler_64_streams_chars_per_s"]
+    lines = [
+        f"sampler alone, 64 streams: {sampler:,.0f} chars/s",
+        "",
+        "| concurrent clients | chars/s received | of the sampler's 64-stream rate |",
+        "|---|---|---|",
+    ]
+    for clients, figures in results["clients"].items():
+        lines.append(
+            f"| {clients} | {figures['chars_per_s']:,.0f} | "
+            f"{figures['chars_per_s'] / sampler:.2f} |"
+        )
+    lines += ["", "| clients | first character p50 | p99 | completions |", "|---|---|---|---|"]
+    for clients, figures in results["first_char"].items():
+        lines.append(
+            f"| {clients} | {figures['first_char_p50_ms']:.0f} ms | "
+            f"{figures['first_char_p99_ms']:.0f} ms | {figures['completions']} |"
+        )
+    before, after = results["rss_mb"].values()
+    lines += [
+        "",
+        f"server memory: {before:.0f} MB after 500 requests, {after:.0f} MB after "
+        f"{list(results['rss_mb'])[1].split('_')[1]} more ({after / before - 1:+.1%})",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

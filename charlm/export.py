@@ -1,0 +1,76 @@
+"""`charlm export`: a run as a TensorFlow SavedModel, for TensorFlow Serving or any
+program that loads SavedModels, with no charlm needed to run it.
+
+The `generate` signature is charlm's own sampling loop (charlm.generate), traced once:
+
+    generate(prompt_ids int32[n], length int32, temperature float32, top_k int32,
+             top_p float32, seed int64) -> {"ids": int32[length]}
+
+It gives the ids `charlm sample --prime ... --seed ...` gives for the same inputs (the
+prompt's characters mapped through vocab.json, written beside it). Keras's own
+ExportArchive writes it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from charlm.errors import RunError
+from charlm.generate import FEED_CHARS, MIN_ROWS, Sampler
+from charlm.run.load import load_checkpoint
+
+SIGNATURE = [
+    tf.TensorSpec([None], tf.int32, name="prompt_ids"),
+    tf.TensorSpec([], tf.int32, name="length"),
+    tf.TensorSpec([], tf.float32, name="temperature"),
+    tf.TensorSpec([], tf.int32, name="top_k"),
+    tf.TensorSpec([], tf.float32, name="top_p"),
+    tf.TensorSpec([], tf.int64, name="seed"),
+]
+
+
+def export_saved_model(checkpoint: Path, out: Path) -> None:
+    if out.exists() and any(out.iterdir()):
+        raise RunError(f"--out {out} is not empty; give a new directory")
+    loaded = load_checkpoint(checkpoint)
+    sampler = Sampler(loaded.model, loaded.vocab)
+    archive = keras.export.ExportArchive()
+    archive.track(loaded.model)
+    archive.add_endpoint("generate", generation_function(sampler))
+    archive.write_out(str(out), verbose=False)
+    loaded.vocab.save(out / "vocab.json")
+
+
+def generation_function(sampler: Sampler):
+    """The sampling loop as one graph: the prompt fed in pieces, then `length` steps for
+    one stream, run as MIN_ROWS identical rows exactly as `charlm sample` runs it."""
+
+    @tf.function(input_signature=SIGNATURE, autograph=True)
+    def generate(prompt_ids, length, temperature, top_k, top_p, seed):
+        prompt_ids = tf.cond(
+            tf.size(prompt_ids) > 0,
+            lambda: prompt_ids,
+            lambda: tf.constant([sampler.start_token()], tf.int32),
+        )
+        states = sampler.initial_states(MIN_ROWS)
+        logits = tf.zeros([MIN_ROWS, sampler.vocab.size])
+        for start in tf.range(0, tf.size(prompt_ids), FEED_CHARS):
+            tf.autograph.experimental.set_loop_options(
+                shape_invariants=[(logits, tf.TensorShape([MIN_ROWS, None]))]
+            )
+            piece = tf.tile(prompt_ids[None, start : start + FEED_CHARS], [MIN_ROWS, 1])
+            logits, states = sampler._feed_piece(piece, states)
+        lanes = (
+            tf.fill([MIN_ROWS], seed),
+            tf.zeros([MIN_ROWS], tf.int64),
+            tf.fill([MIN_ROWS], temperature),
+            tf.fill([MIN_ROWS], top_k),
+            tf.fill([MIN_ROWS], top_p),
+        )
+        ids, _, _ = sampler._generate_chunk(logits, states, length, lanes, "filtered")
+        return {"ids": ids[0]}
+
+    return generate

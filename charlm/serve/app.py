@@ -1,0 +1,275 @@
+"""The HTTP face of `charlm serve`: OpenAI's completions protocol, the run's facts, the
+playground page, on Starlette (served by uvicorn).
+
+    POST /v1/completions   prompt, max_tokens, temperature, top_p, top_k, n, seed, stop,
+                           stream (server-sent events ending with `data: [DONE]`)
+    GET  /v1/models        the loaded run
+    GET  /v1/run           its facts and validation history (for the playground)
+    GET  /health           liveness and lane use
+    GET  /                 the playground page
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+import uuid
+from contextlib import asynccontextmanager
+from importlib import resources
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from charlm.serve.engine import Busy, Engine, request_streams
+from charlm.serve.requests import Completion, Limits, RequestError, parse_completion
+
+STATIC = resources.files("charlm.serve") / "static"
+
+
+class Service:
+    """What the routes share: the engine, the loaded run, the limits and the key."""
+
+    def __init__(self, engine: Engine, loaded, limits: Limits, api_key: str | None):
+        self.engine, self.loaded, self.limits, self.api_key = engine, loaded, limits, api_key
+        self.model_id = loaded.run_dir.name
+        self.created = int(time.time())
+
+    def authorised(self, request: Request) -> bool:
+        if not self.api_key:
+            return True
+        given = request.headers.get("authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {self.api_key}".encode())
+
+
+def create_app(service: Service) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app):
+        service.engine.start()
+        yield
+        service.engine.stop()
+
+    async def completions(request: Request) -> Response:
+        try:
+            if not service.authorised(request):
+                raise RequestError(
+                    "a valid API key is needed (Authorization: Bearer KEY)",
+                    status=401,
+                    kind="authentication_error",
+                    code="invalid_api_key",
+                )
+            try:
+                body = json.loads(await request.body())
+            except ValueError:
+                raise RequestError("the request body is not valid JSON") from None
+            completion = parse_completion(body, service.loaded.config.sample, service.limits)
+            return await complete(service, completion)
+        except RequestError as error:
+            return JSONResponse(error.body(), status_code=error.status)
+
+    async def models(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "id": service.model_id,
+                        "object": "model",
+                        "created": service.created,
+                        "owned_by": "charlm",
+                    }
+                ],
+            }
+        )
+
+    async def run_facts(request: Request) -> Response:
+        return JSONResponse(facts(service))
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", **service.engine.load()})
+
+    async def page(request: Request) -> Response:
+        return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
+
+    return Starlette(
+        lifespan=lifespan,
+        routes=[
+            Route("/v1/completions", completions, methods=["POST"]),
+            Route("/v1/models", models),
+            Route("/v1/run", run_facts),
+            Route("/health", health),
+            Route("/", page),
+            Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
+        ],
+    )
+
+
+async def complete(service: Service, completion: Completion) -> Response:
+    """Submit the request's streams; answer with one JSON body or a stream of events."""
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue = asyncio.Queue()
+    vocab = service.loaded.vocab
+    # As `charlm sample` does: unknown characters are left out; no prompt reads a newline.
+    unknown = set(vocab.unknown_chars(completion.prompt))
+    prompt_ids = vocab.encode("".join(c for c in completion.prompt if c not in unknown))
+    if not len(prompt_ids):
+        prompt_ids = np.array([service.engine.sampler.start_token()], np.int32)
+
+    def emitter(index):
+        return lambda text, finish: loop.call_soon_threadsafe(
+            events.put_nowait, (index, text, finish)
+        )
+
+    streams = request_streams(
+        prompt_ids,
+        completion.n,
+        completion.seed,
+        length=completion.max_tokens,
+        temperature=completion.temperature,
+        top_k=completion.top_k,
+        top_p=completion.top_p,
+        stop=completion.stop,
+        emit=None,
+    )
+    for index, stream in enumerate(streams):
+        stream.emit = emitter(index)
+    try:
+        service.engine.submit(streams)
+    except Busy as busy:
+        raise RequestError(
+            f"the server is busy ({busy}); try again shortly",
+            status=429,
+            kind="rate_limit_error",
+            code="rate_limit_exceeded",
+        ) from None
+    envelope = {
+        "id": f"cmpl-{uuid.uuid4().hex}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": service.model_id,
+    }
+    usage = {"prompt_tokens": len(completion.prompt)}
+    if completion.stream:
+        return StreamingResponse(
+            sse(events, streams, envelope, usage, completion),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
+    return JSONResponse(await gathered(events, streams, envelope, usage))
+
+
+async def gathered(events, streams, envelope, usage) -> dict:
+    texts = [""] * len(streams)
+    reasons: list = [None] * len(streams)
+    try:
+        while not all(reasons):
+            index, text, finish = await events.get()
+            texts[index] += text
+            reasons[index] = reasons[index] or finish
+    finally:
+        cancel(streams)
+    completion_chars = sum(len(t) for t in texts)
+    return {
+        **envelope,
+        "choices": [
+            {"text": text, "index": i, "logprobs": None, "finish_reason": reason}
+            for i, (text, reason) in enumerate(zip(texts, reasons))
+        ],
+        "usage": {
+            **usage,
+            "completion_tokens": completion_chars,
+            "total_tokens": usage["prompt_tokens"] + completion_chars,
+        },
+    }
+
+
+async def sse(events, streams, envelope, usage, completion):
+    """OpenAI's chunk format: one event per choice with the text that came since the
+    last one, the finish reason in the last event of each choice, then `data: [DONE]`.
+    A client that goes away cancels its streams (their lanes are freed at the next
+    chunk)."""
+    finished = 0
+    generated = 0
+    try:
+        while finished < len(streams):
+            pieces = [await events.get()]
+            while not events.empty():  # whatever else arrived meanwhile, in one write
+                pieces.append(events.get_nowait())
+            out = []
+            for index, text, finish in merged(pieces):
+                finished += finish is not None
+                generated += len(text)
+                choice = {"text": text, "index": index, "logprobs": None, "finish_reason": finish}
+                out.append(event({**envelope, "choices": [choice]}))
+            yield "".join(out)
+        if completion.include_usage:
+            yield event(
+                {
+                    **envelope,
+                    "choices": [],
+                    "usage": {
+                        **usage,
+                        "completion_tokens": generated,
+                        "total_tokens": usage["prompt_tokens"] + generated,
+                    },
+                }
+            )
+        yield "data: [DONE]\n\n"
+    finally:
+        cancel(streams)
+
+
+def merged(pieces: list) -> list:
+    """(index, text, finish) pieces with each choice's texts joined, in order."""
+    by_choice: dict = {}
+    for index, text, finish in pieces:
+        old_text, old_finish = by_choice.get(index, ("", None))
+        by_choice[index] = (old_text + text, old_finish or finish)
+    return [(index, text, finish) for index, (text, finish) in by_choice.items()]
+
+
+def event(data: dict) -> str:
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def cancel(streams) -> None:
+    for stream in streams:
+        stream.cancelled = True
+
+
+def facts(service: Service) -> dict:
+    """The run's facts and its validation curve, for the playground page."""
+    from charlm.model.build import parameter_count
+    from charlm.run.rundir import RunDir
+
+    loaded = service.loaded
+    state = loaded.state
+    model = loaded.config.model
+    history = [
+        {"step": h["step"], "val_loss": h.get("val_loss"), "train_loss": h.get("train_loss")}
+        for h in RunDir(loaded.run_dir).history()
+    ]
+    return {
+        "model": service.model_id,
+        "cell": model.cell,
+        "layers": model.layers,
+        "units": model.units,
+        "embedding_dim": model.embedding_dim,
+        "parameters": parameter_count(loaded.model),
+        "vocabulary": loaded.vocab.size,
+        "steps": state.step if state else None,
+        "best_val_loss": state.best_val_loss if state else None,
+        "sample": {
+            "length": loaded.config.sample.length,
+            "temperature": loaded.config.sample.temperature,
+            "top_k": loaded.config.sample.top_k,
+            "top_p": loaded.config.sample.top_p,
+        },
+        "max_tokens": service.limits.max_tokens,
+        "history": history,
+    }

@@ -1,0 +1,77 @@
+"""The playground page in a real browser: headless Chromium (Debian's chromium and
+chromium-driver) driven by Selenium opens the page a `charlm serve` process serves,
+types a prompt, presses Generate, and sees the text stream in and the loss curve drawn.
+
+Where Chromium is missing the test is skipped with the command that installs it; in CI
+(CI=true) a missing browser is a failure."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.test_serve import Server
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+INSTALL = "apt-get install chromium chromium-driver"
+# Where the screenshot for the docs is written when asked (docs/playground.png).
+SCREENSHOT_ENV = "CHARLM_PLAYGROUND_SCREENSHOT"
+
+
+@pytest.fixture
+def browser():
+    if not (Path(CHROMIUM).exists() and shutil.which(CHROMEDRIVER)):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Chromium is missing in CI; install it with: {INSTALL}")
+        pytest.skip(f"Chromium is not installed; install it with: {INSTALL}")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service as DriverService
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,900",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=DriverService(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_the_page_streams_text_and_draws_the_loss_curve(browser, trained_run, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    server = Server(trained_run)
+    try:
+        browser.get(server.url + "/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda b: b.find_element(By.ID, "curve").get_attribute("data-points") == "2")
+        assert "gru" in browser.find_element(By.ID, "facts").text
+        browser.find_element(By.ID, "prompt").send_keys("the cat")
+        browser.find_element(By.ID, "length").clear()
+        browser.find_element(By.ID, "length").send_keys("300")
+        browser.find_element(By.ID, "seed").send_keys("5")
+        browser.find_element(By.ID, "generate").click()
+        generated = browser.find_element(By.ID, "generated")
+        wait.until(lambda b: len(generated.text) > 0)
+        first_seen = len(generated.text)
+        wait.until(lambda b: b.find_element(By.ID, "generate").is_enabled())
+        # Streaming: text was on the page before all of it had arrived.
+        assert 0 < first_seen <= len(generated.get_attribute("textContent")) == 300
+        assert "chars/s" in browser.find_element(By.ID, "speed").text
+        assert browser.find_element(By.ID, "error").text == ""
+        browser.save_screenshot(str(os.environ.get(SCREENSHOT_ENV) or tmp_path / "page.png"))
+    finally:
+        server.stop()
