@@ -276,16 +276,7 @@ def test_signal_saves_and_prints_the_resume_command(tmp_path, corpus_file, signu
     import signal
 
     run = tmp_path / "run"
-    process = charlm_process(
-        "train",
-        *sets(
-            *TINY_SETTINGS,
-            f"data.corpus={corpus_file}",
-            f"train.run_dir={run}",
-            "train.steps=1000000",
-            "train.eval_interval=100000",
-        ),
-    )
+    process = endless_training(corpus_file, run)
     wait_for(
         lambda: (
             (run / "history.jsonl").exists()
@@ -339,16 +330,7 @@ def test_kill_9_while_saving_leaves_a_loadable_checkpoint(tmp_path, corpus_file)
 
 def test_second_writer_is_refused_while_the_first_runs(tmp_path, corpus_file):
     run = tmp_path / "run"
-    process = charlm_process(
-        "train",
-        *sets(
-            *TINY_SETTINGS,
-            f"data.corpus={corpus_file}",
-            f"train.run_dir={run}",
-            "train.steps=1000000",
-            "train.eval_interval=100000",
-        ),
-    )
+    process = endless_training(corpus_file, run)
     try:
         wait_for(lambda: (run / "config.yaml").exists())
         result = invoke("train", "--resume", run)
@@ -389,16 +371,7 @@ def test_a_second_ctrl_c_exits_at_once(tmp_path, corpus_file):
         stop.handle_signal(signal.SIGINT, None)
 
     run = tmp_path / "run"
-    process = charlm_process(
-        "train",
-        *sets(
-            *TINY_SETTINGS,
-            f"data.corpus={corpus_file}",
-            f"train.run_dir={run}",
-            "train.steps=1000000",
-            "train.eval_interval=100000",
-        ),
-    )
+    process = endless_training(corpus_file, run)
     err = collected_stderr(process)
     wait_for(lambda: "parameters" in "".join(err) or process.poll() is not None)
     time.sleep(1)  # the start-up line comes just before the signal handlers and step 1
@@ -494,3 +467,15 @@ def collected_stderr(process):
 
     threading.Thread(target=read, daemon=True).start()
     return lines
+
+
+def endless_training(corpus, run):
+    """A `charlm train` process that would run for a million steps (one evaluation)."""
+    settings = sets(
+        *TINY_SETTINGS,
+        f"data.corpus={corpus}",
+        f"train.run_dir={run}",
+        "train.steps=1000000",
+        "train.eval_interval=100000",
+    )
+    return charlm_process("train", *settings)

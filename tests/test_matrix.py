@@ -10,16 +10,14 @@ that says why."""
 from __future__ import annotations
 
 import itertools
-import os
-import signal
 
 import pytest
 
 from charlm.errors import CharlmError
 from charlm.training.loop import train
-from charlm.training.reporter import SilentReporter
 from tests.conftest import tiny_config
 from tests.test_cli import invoke
+from tests.test_train import InterruptAt
 
 FACTORS = {
     "model.cell": ["simple_rnn", "lstm", "gru"],
@@ -86,17 +84,6 @@ CASES = covering_cases(FACTORS, lambda case: not is_refused(case))
 
 def case_id(case: dict) -> str:
     return "-".join(str(v) for v in case.values())
-
-
-class InterruptAt(SilentReporter):
-    """Sends this process SIGINT after step `step`, as a user's Ctrl-C."""
-
-    def __init__(self, step):
-        self.at = step
-
-    def advance(self, step, loss, chars_per_s):
-        if step == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
 
 
 def settings_of(case: dict) -> list[str]:
