@@ -214,21 +214,18 @@ def local_server(tmp_path):
     server.shutdown()
 
 
+def fetch_served(base: str, dest):
+    """`charlm data fetch tinyshakespeare` from the local server's input.txt."""
+    return invoke("data", "fetch", "tinyshakespeare", "--dest", dest, "--url", f"{base}/input.txt")
+
+
 def test_data_fetch_verifies_the_download(tmp_path, local_server, monkeypatch):
     served, base = local_server
     text = generated_text(5000).encode()
     (served / "input.txt").write_bytes(text)
     known = dict(fetch.KNOWN_CORPORA["tinyshakespeare"], sha256=hashlib.sha256(text).hexdigest())
     monkeypatch.setitem(fetch.KNOWN_CORPORA, "tinyshakespeare", known)
-    result = invoke(
-        "data",
-        "fetch",
-        "tinyshakespeare",
-        "--dest",
-        tmp_path / "data",
-        "--url",
-        f"{base}/input.txt",
-    )
+    result = fetch_served(base, tmp_path / "data")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "data" / "tinyshakespeare.txt").read_bytes() == text
 
@@ -236,15 +233,7 @@ def test_data_fetch_verifies_the_download(tmp_path, local_server, monkeypatch):
 def test_data_fetch_refuses_a_wrong_file(tmp_path, local_server):
     served, base = local_server
     (served / "input.txt").write_text("not shakespeare")
-    result = invoke(
-        "data",
-        "fetch",
-        "tinyshakespeare",
-        "--dest",
-        tmp_path / "data",
-        "--url",
-        f"{base}/input.txt",
-    )
+    result = fetch_served(base, tmp_path / "data")
     one_clean_error(result, "has sha256")
     assert not (tmp_path / "data" / "tinyshakespeare.txt").exists()
     one_clean_error(invoke("data", "fetch", "nosuch"), "unknown corpus")

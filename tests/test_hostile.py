@@ -16,6 +16,8 @@ import pytest
 from tests.conftest import generated_text
 from tests.test_cli import invoke, one_clean_error
 
+CHARLM = [sys.executable, "-m", "charlm.cli"]
+
 
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as status:
@@ -50,9 +52,7 @@ def test_undecodable_bytes_in_a_command_line_prime_are_left_out(trained_run):
     """Bytes that are not UTF-8 reach Python as lone surrogates (surrogateescape)."""
     completed = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "charlm.cli",
+            *CHARLM,
             "sample",
             "-c",
             str(trained_run),
@@ -83,9 +83,7 @@ def test_a_large_seed_samples(trained_run):
 def test_a_billion_characters_stream_and_stop_on_ctrl_c(trained_run):
     process = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "charlm.cli",
+            *CHARLM,
             "sample",
             "-c",
             str(trained_run),
@@ -165,7 +163,7 @@ def test_eval_of_a_binary_or_empty_file_is_refused(trained_run, tmp_path):
 def peak_rss_of_eval(run, text_file) -> float:
     """Peak RSS (MB) of `charlm eval` in a child process, from wait4."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "charlm.cli", "eval", "-c", str(run), str(text_file)],
+        [*CHARLM, "eval", "-c", str(run), str(text_file)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
