@@ -8,6 +8,8 @@ batch 64, 100 steps of time, Adam, global-norm clip 5.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -17,6 +19,8 @@ import numpy as np
 from charlm.training.reporter import SilentReporter
 
 CELLS = ("simple_rnn", "lstm", "gru")
+# The widest first: the name of the first flag /proc/cpuinfo lists is reported.
+ISA_FLAGS = (("amx_tile", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
 GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}
 VOCAB_CHARS = 65
 REFERENCE = dict(embedding_dim=64, layers=2, units=512, batch_size=64, seq_length=100)
@@ -114,6 +118,7 @@ def torch_step_function(cell: str):
         import torch
     except ImportError:
         return None
+    torch.set_num_threads(machine()["torch_threads"])
     torch.manual_seed(0)
     layer = {"simple_rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
     vocab = VOCAB_CHARS + 1
@@ -180,8 +185,33 @@ def one_stream_weight_floor(run_dir: Path, length: int = 1000) -> float:
     return length / (time.perf_counter() - started)
 
 
+def machine() -> dict:
+    """What every figure depends on: the CPU, the widest vector instructions it has (and
+    the limit oneDNN is held to, if ONEDNN_MAX_CPU_ISA sets one), and the threads each
+    framework computes with (PyTorch's are set to TensorFlow's: the same cores each)."""
+    import tensorflow as tf
+
+    model, flags = "unknown", set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    present = next((name for flag, name in ISA_FLAGS if flag in flags), "below AVX2")
+    threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
+    return {
+        "cpu": model,
+        "instruction_set": present,
+        "onednn_isa_limit": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+        "tensorflow_threads": threads,
+        "torch_threads": threads,
+    }
+
+
 def run_benchmark(cells=CELLS, steps: int = 8) -> dict:
-    results = {"matmul_gflops": matmul_gflops(), "cells": {}}
+    results = {"machine": machine(), "matmul_gflops": matmul_gflops(), "cells": {}}
     with tempfile.TemporaryDirectory(prefix="charlm-bench-") as root:
         root = Path(root)
         corpus = reference_corpus(root)
@@ -209,7 +239,13 @@ def run_benchmark(cells=CELLS, steps: int = 8) -> dict:
 
 
 def format_results(results: dict) -> str:
+    described = results["machine"]
+    limit = described["onednn_isa_limit"]
     lines = [
+        f"CPU: {described['cpu']}, {described['instruction_set']}"
+        + (f" (oneDNN limited to {limit} by ONEDNN_MAX_CPU_ISA)" if limit else "")
+        + f"; threads: TensorFlow {described['tensorflow_threads']}, PyTorch "
+        f"{described['torch_threads']} (set equal)",
         f"matmul ceiling (numpy float32 2048x2048, all cores): "
         f"{results['matmul_gflops']:.0f} GFLOP/s",
         "",

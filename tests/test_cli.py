@@ -399,7 +399,10 @@ def test_bench_times_a_cell_through_the_cli_and_prints_json(monkeypatch):
     assert figures["matmul_gflops"] > 0
     assert entry["train_chars_per_s"] > 0 and entry["stock_keras_chars_per_s"] > 0
     assert 0 < entry["fraction_of_matmul_ceiling"] < 2 and "torch_chars_per_s" not in entry
-    assert "simple_rnn" in bench.format_results(figures)
+    assert figures["machine"]["instruction_set"] in ("AMX", "AVX-512", "AVX2", "below AVX2")
+    assert figures["machine"]["cpu"] != "unknown" and figures["machine"]["tensorflow_threads"] >= 1
+    printed = bench.format_results(figures)
+    assert "simple_rnn" in printed and f"CPU: {figures['machine']['cpu']}" in printed
 
 
 @pytest.mark.parametrize(
