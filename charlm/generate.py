@@ -105,7 +105,9 @@ class Sampler:
         seeds, positions, temperature, top_k, top_p = lanes
         out = tf.TensorArray(tf.int32, size=steps)
         for t in tf.range(steps):
-            noise = uniform_noise(seeds, positions + tf.cast(t, tf.int64), self.vocab.size)
+            noise = None  # argmax draws nothing
+            if mode != "argmax":
+                noise = uniform_noise(seeds, positions + tf.cast(t, tf.int64), self.vocab.size)
             token = choose(logits, noise, temperature, top_k, top_p, mode)
             out = out.write(t, token)
             logits, states = self.step(token, states)
@@ -115,10 +117,7 @@ class Sampler:
     def feed(self, prime_ids, streams: int = 1):
         """The logits after the prime and the states after it, for `streams` copies: read
         once and copied, so every copy is exactly the same."""
-        ids = np.asarray(prime_ids, np.int32).reshape(1, -1)
-        if not ids.size:
-            ids = np.array([[self.start_token()]], np.int32)
-        logits, states = self.feed_rows(ids)
+        logits, states = self.feed_rows(self.prime_row(prime_ids)[None])
         copies = [[tf.repeat(state, streams, axis=0) for state in layer] for layer in states]
         return tf.repeat(logits, streams, axis=0), copies
 
@@ -159,7 +158,7 @@ class Sampler:
         """Yield chunks of generated token ids, shape (streams, chunk)."""
         logits, states = self.feed(prime_ids, streams)
         lanes = Lanes.of(options, streams)
-        mode = sampling_mode(options)
+        mode = sampling_mode(lanes)
         done = 0
         while done < options.length:
             steps = min(CHUNK, options.length - done)
@@ -167,17 +166,22 @@ class Sampler:
             done += steps
             yield ids
 
+    def prime_row(self, prime_ids) -> np.ndarray:
+        """The ids a prime is read as: the start token when it is empty."""
+        ids = np.asarray(prime_ids, np.int32).reshape(-1)
+        return ids if ids.size else np.array([self.start_token()], np.int32)
+
     def start_token(self) -> int:
         """Without a prime, generation starts as if after a newline (or the first character)."""
         return self.vocab.chars.index("\n") if "\n" in self.vocab.chars else 0
 
 
-def sampling_mode(options: SamplingOptions) -> str:
-    """The cheapest graph that gives every lane of these options the same tokens as the
-    general one: all argmax, no filtering, or per-lane filters."""
-    if options.argmax or options.temperature == 0:
+def sampling_mode(lanes: Lanes) -> str:
+    """The cheapest graph that gives every lane the tokens the general one gives it: all
+    argmax, no filtering, or per-lane filters (see `choose`)."""
+    if not lanes.temperature.any():
         return "argmax"
-    if options.top_k == 0 and options.top_p >= 1:
+    if not lanes.top_k.any() and (lanes.top_p >= 1).all():
         return "plain"
     return "filtered"
 
@@ -192,8 +196,10 @@ def choose(logits, noise, temperature, top_k, top_p, mode: str):
         return greedy
     scaled = logits / tf.where(temperature > 0, temperature, 1.0)[:, None]
     if mode == "filtered":
-        filtered = keep_top_p(keep_top_k(scaled, top_k), top_p)
-        scaled = tf.where((top_p < 1.0)[:, None], filtered, keep_top_k(scaled, top_k))
+        scaled = keep_top_k(scaled, top_k)
+        # Only lanes with top_p < 1 are filtered by it: the cumulative sum can round to 1
+        # before the last token, and a lane without the filter must draw what "plain" draws.
+        scaled = tf.where((top_p < 1.0)[:, None], keep_top_p(scaled, top_p), scaled)
     gumbel = -tf.math.log(-tf.math.log(noise))
     drawn = tf.argmax(scaled + tf.cast(gumbel, scaled.dtype), axis=-1, output_type=tf.int32)
     return tf.where(temperature > 0, drawn, greedy)

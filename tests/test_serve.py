@@ -304,6 +304,12 @@ def test_bad_serve_options_are_refused_in_one_line(trained_run):
     assert result.exit_code == 2 and "--lanes must be at least 1" in result.stderr
 
 
+def test_a_port_in_use_is_refused_in_one_line(server, trained_run):
+    result = invoke("serve", "-c", trained_run, "--port", server.port)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert f"cannot listen on 127.0.0.1:{server.port}" in result.stderr
+
+
 def test_the_exported_saved_model_gives_charlm_samples_text(trained_run, tmp_path):
     """Loaded with tf.saved_model.load by a process that never imports charlm."""
     out = tmp_path / "export"

@@ -61,14 +61,12 @@ def sample(
             argmax=argmax,
             seed=settings.seed if settings.seed is not None else int(time.time_ns() % 2**31),
         )
-        prime_text = settings.prime
-        unknown = loaded.vocab.unknown_chars(prime_text)
+        prime_text, unknown = loaded.vocab.known_part(settings.prime)
         if unknown:
             say(
                 f"charlm: warning: the prime's characters {''.join(unknown)!r} are not in the "
                 f"model's vocabulary; they are left out"
             )
-            prime_text = "".join(c for c in prime_text if c not in unknown)
         if settings.seed is None:
             say(f"seed {options.seed}")
         write_samples(

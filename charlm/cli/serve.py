@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -48,6 +49,7 @@ def serve(
             fail(f"{name} must be at least {low}; got {value}")
     if port > 65535:
         fail(f"--port must be at most 65535; got {port}")
+    check_can_listen(host, port)
     quiet_tensorflow_start()
     import uvicorn
 
@@ -93,3 +95,13 @@ def export(
     with user_errors():
         export_saved_model(checkpoint, out)
     say(f"wrote {out} (signature generate; vocabulary {out / 'vocab.json'})")
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Refuse, before the model is loaded, an address that cannot be listened on."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as error:
+        fail(f"cannot listen on {host}:{port} ({error.strerror}); choose another --port or --host")

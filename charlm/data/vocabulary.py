@@ -44,6 +44,14 @@ class Vocabulary:
     def unknown_chars(self, text: str) -> list[str]:
         return sorted({c for c in text if self.lookup[ord(c)] == self.unknown_id})
 
+    def known_part(self, text: str) -> tuple[str, list[str]]:
+        """`text` without the characters the vocabulary does not hold, and those."""
+        unknown = self.unknown_chars(text)
+        if not unknown:
+            return text, []
+        left_out = set(unknown)
+        return "".join(c for c in text if c not in left_out), unknown
+
     def digest(self) -> str:
         return hashlib.sha256("".join(self.chars).encode("utf-8", "surrogatepass")).hexdigest()
 

@@ -19,7 +19,6 @@ import uuid
 from contextlib import asynccontextmanager
 from importlib import resources
 
-import numpy as np
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
@@ -114,11 +113,9 @@ async def complete(service: Service, completion: Completion) -> Response:
     loop = asyncio.get_running_loop()
     events: asyncio.Queue = asyncio.Queue()
     vocab = service.loaded.vocab
-    # As `charlm sample` does: unknown characters are left out; no prompt reads a newline.
-    unknown = set(vocab.unknown_chars(completion.prompt))
-    prompt_ids = vocab.encode("".join(c for c in completion.prompt if c not in unknown))
-    if not len(prompt_ids):
-        prompt_ids = np.array([service.engine.sampler.start_token()], np.int32)
+    # As `charlm sample` reads a prime: unknown characters are left out.
+    known, _ = vocab.known_part(completion.prompt)
+    prompt_ids = service.engine.sampler.prime_row(vocab.encode(known))
 
     def emitter(index):
         return lambda text, finish: loop.call_soon_threadsafe(
@@ -134,10 +131,8 @@ async def complete(service: Service, completion: Completion) -> Response:
         top_k=completion.top_k,
         top_p=completion.top_p,
         stop=completion.stop,
-        emit=None,
+        emitter=emitter,
     )
-    for index, stream in enumerate(streams):
-        stream.emit = emitter(index)
     try:
         service.engine.submit(streams)
     except Busy as busy:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from charlm.generate import Lanes, Sampler, stream_seed
+from charlm.generate import Lanes, Sampler, sampling_mode, stream_seed
 
 # Characters per batched call. Each call costs a few milliseconds besides its steps, so
 # long calls serve more characters per second; short ones let a waiting stream join
@@ -91,7 +91,6 @@ class Engine:
         self.wake = threading.Condition()
         self.running = False
         self.thread = threading.Thread(target=self.run, name="charlm-engine", daemon=True)
-        self.chars_generated = 0
 
     # ------------------------------------------------------------ outside the thread
     def start(self) -> None:
@@ -178,8 +177,9 @@ class Engine:
 
     def draw(self, streams: list[Stream], logits, states, steps: int):
         """`steps` characters for `streams` (rows of logits and states)."""
+        lanes = lanes_of(streams)
         ids, logits, states = self.sampler.generate(
-            logits, states, lanes_of(streams), steps, mode_of(streams)
+            logits, states, lanes, steps, sampling_mode(lanes)
         )
         for stream in streams:
             stream.position += steps
@@ -188,7 +188,6 @@ class Engine:
     def hand_out(self, streams: list[Stream], ids: np.ndarray) -> None:
         for row, stream in enumerate(streams):
             if not stream.cancelled and not stream.finish_reason:
-                self.chars_generated += ids.shape[1]
                 stream.take(self.vocab.decode(ids[row]))
 
 
@@ -202,16 +201,10 @@ def lanes_of(streams: list[Stream]) -> Lanes:
     )
 
 
-def mode_of(streams: list[Stream]) -> str:
-    """The cheapest sampling graph that is exact for every stream (see generate.choose)."""
-    if all(s.temperature == 0 for s in streams):
-        return "argmax"
-    if all(s.top_k == 0 and s.top_p >= 1 for s in streams):
-        return "plain"
-    return "filtered"
-
-
-def request_streams(prompt_ids, n: int, seed: int, **controls) -> list[Stream]:
+def request_streams(prompt_ids, n: int, seed: int, emitter, **controls) -> list[Stream]:
     """The streams of a request for `n` samples: sample k uses seed stream_seed(seed, k),
-    as `charlm sample --num-samples n --seed seed` does."""
-    return [Stream(prompt_ids=prompt_ids, seed=stream_seed(seed, k), **controls) for k in range(n)]
+    as `charlm sample --num-samples n --seed seed` does, and emits through emitter(k)."""
+    return [
+        Stream(prompt_ids=prompt_ids, seed=stream_seed(seed, k), emit=emitter(k), **controls)
+        for k in range(n)
+    ]
