@@ -62,7 +62,7 @@ def generation_function(sampler: Sampler):
                 shape_invariants=[(logits, tf.TensorShape([MIN_ROWS, None]))]
             )
             piece = tf.tile(prompt_ids[None, start : start + FEED_CHARS], [MIN_ROWS, 1])
-            logits, states = sampler._feed_piece(piece, states)
+            logits, states = sampler._feed_piece(piece, tf.ones_like(piece, tf.bool), states)
         lanes = (
             tf.fill([MIN_ROWS], seed),
             tf.zeros([MIN_ROWS], tf.int64),

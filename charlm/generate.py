@@ -95,8 +95,8 @@ class Sampler:
         return logits + self.unknown_mask, states
 
     # ------------------------------------------------------------ compiled loops
-    def _feed_piece(self, tokens, states):
-        logits, states = self.model_step.feed(tokens, states)
+    def _feed_piece(self, tokens, mask, states):
+        logits, states = self.model_step.feed(tokens, states, mask)
         return logits + self.unknown_mask, states
 
     def _generate_chunk(self, logits, states, steps, lanes, mode):
@@ -117,19 +117,29 @@ class Sampler:
     def feed(self, prime_ids, streams: int = 1):
         """The logits after the prime and the states after it, for `streams` copies: read
         once and copied, so every copy is exactly the same."""
-        logits, states = self.feed_rows(self.prime_row(prime_ids)[None])
+        logits, states = self.read_prompts([self.prime_row(prime_ids)])
         copies = [[tf.repeat(state, streams, axis=0) for state in layer] for layer in states]
         return tf.repeat(logits, streams, axis=0), copies
 
-    def feed_rows(self, ids: np.ndarray):
-        """The logits and states after each row of `ids` (rows, time), read in pieces of
-        FEED_CHARS: memory stays flat for a prime of any length."""
+    def read_prompts(self, prompts: list[np.ndarray]):
+        """The logits and states after each of `prompts` (1-D id arrays, of any lengths,
+        none empty), read together: padded on the left, with a mask that keeps each
+        row's states untouched until its prompt begins. Read in pieces of FEED_CHARS, so
+        memory stays flat for a prompt of any length; a row's numbers are the same
+        whatever rows it is read with."""
+        width = max(len(prompt) for prompt in prompts)
+        ids = np.zeros((len(prompts), width), np.int32)
+        mask = np.zeros((len(prompts), width), bool)
+        for row, prompt in enumerate(prompts):
+            ids[row, width - len(prompt) :] = prompt
+            mask[row, width - len(prompt) :] = True
         rows = len(ids)
-        ids = pad_rows(ids)
+        ids, mask = pad_rows(ids), pad_rows(mask)
         states = self.initial_states(len(ids))
-        for start in range(0, ids.shape[1], FEED_CHARS):
+        for start in range(0, width, FEED_CHARS):
+            piece = slice(start, start + FEED_CHARS)
             logits, states = self.feed_piece(
-                tf.constant(ids[:, start : start + FEED_CHARS]), states
+                tf.constant(ids[:, piece]), tf.constant(mask[:, piece]), states
             )
         return logits[:rows], [[state[:rows] for state in layer] for layer in states]
 

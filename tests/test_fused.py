@@ -304,3 +304,24 @@ def test_an_empty_batch_gives_empty_outputs(cell):
     graph = tf.function(model, input_signature=[tf.TensorSpec((None, None), tf.int32)])
     assert graph(empty).shape == (0, 5, 9)
     assert runs(*layers) >= before + 2
+
+
+@pytest.mark.parametrize("cell", sorted(LAYERS))
+@pytest.mark.parametrize("zero_output_for_mask", [False, True])
+def test_a_left_padded_mask_matches_the_stock_layer(cell, zero_output_for_mask):
+    """Rows padded on the left, as prompts of different lengths are read together: the
+    fused loop runs (with the mask) and gives the stock layer's outputs and states."""
+    stock, twin = twin_layers(cell, zero_output_for_mask=zero_output_for_mask)
+    rng = np.random.default_rng(4)
+    x = tf.constant(rng.standard_normal((3, 6, 5)), tf.float32)
+    mask = tf.constant(np.arange(6)[None, :] >= np.array([[0], [2], [5]]))
+    initial = [
+        tf.constant(rng.standard_normal((3, 6)) * 0.5, tf.float32) for _ in range(STATES[cell])
+    ]
+    assert fused.fused_loop_applies(twin, mask)
+    before = runs(twin)
+    got = twin(x, initial_state=initial, mask=mask)
+    assert runs(twin) > before
+    want = stock(x, initial_state=initial, mask=mask)
+    for expected, actual in zip(want, got):
+        np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)

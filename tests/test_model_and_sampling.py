@@ -176,3 +176,22 @@ def test_a_stream_computes_bit_for_bit_the_same_alone_or_beside_others():
     (alone_logits, alone_states), (batch_logits, batch_states) = results
     assert np.array_equal(alone_logits, batch_logits)
     assert all(np.array_equal(a, b) for a, b in zip(alone_states, batch_states))
+
+
+def test_a_prompt_reads_bit_for_bit_the_same_beside_longer_and_shorter_ones():
+    """Prompts of different lengths are read together (padded on the left, masked): each
+    row ends with the numbers it has when read alone, to the last bit, as a server that
+    reads its requests' prompts together needs to match `charlm sample`."""
+    model = build_model(ModelConfig(cell="lstm", layers=2, units=512, embedding_dim=64), VOCAB.size)
+    s = Sampler(model, VOCAB)
+    prompts = [VOCAB.encode(text) for text in ("abcab\nba", "ca", "bacabcabcabbbacab\n")]
+    alone_logits, alone_states = s.read_prompts(prompts[:1])
+    logits, states = s.read_prompts(prompts)
+    assert np.array_equal(alone_logits.numpy()[0], logits.numpy()[0])
+    for alone_layer, layer in zip(alone_states, states):
+        for alone, together in zip(alone_layer, layer):
+            assert np.array_equal(alone.numpy()[0], together.numpy()[0])
+    # And each of the others matches its own reading alone.
+    for row in (1, 2):
+        row_logits, _ = s.read_prompts(prompts[row : row + 1])
+        assert np.array_equal(row_logits.numpy()[0], logits.numpy()[row])

@@ -13,6 +13,7 @@ import threading
 import time
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.test_cli import invoke
@@ -372,3 +373,59 @@ def test_a_stream_stops_at_the_first_stop_string_or_its_length(pieces, stop, len
     assert stream.finish_reason == reason
     finishes = [finish for _, finish in events if finish]
     assert finishes == ([reason] if reason else [])
+
+
+def test_prompts_read_together_give_the_texts_charlm_sample_gives(trained_run):
+    """Streams submitted at once have their prompts read together, whatever their
+    lengths (short ones in one group, a long one in its own): each text is the one
+    `charlm sample` prints for its prompt."""
+    from charlm.generate import Sampler
+    from charlm.run.load import load_checkpoint
+    from charlm.serve.engine import Engine, request_streams
+
+    loaded = load_checkpoint(trained_run)
+    engine = Engine(Sampler(loaded.model, loaded.vocab), lanes=8)
+    prompts = ["a", "the cat sat on the mat", "the dog ran. " * 20]
+    finished = threading.Event()
+    texts = {prompt: "" for prompt in prompts}
+
+    def emitter(prompt):
+        def emit(text, reason):
+            texts[prompt] += text
+            if reason and all(s.finish_reason for s in streams):
+                finished.set()
+
+        return lambda _: emit
+
+    streams = [
+        stream
+        for prompt in prompts
+        for stream in request_streams(
+            loaded.vocab.encode(prompt),
+            1,
+            11,
+            emitter(prompt),
+            length=120,
+            temperature=0.9,
+            top_k=6,
+            top_p=1.0,
+            stop=[],
+        )
+    ]
+    engine.submit(streams)  # before start: the reader takes all three at once
+    engine.start()
+    assert finished.wait(60)
+    engine.stop()
+    expected = {prompt: cli_sample(trained_run, prompt, 120, 11, 0.9, 6)[0] for prompt in prompts}
+    assert texts == expected
+
+
+def test_prompts_are_grouped_by_length_shortest_first():
+    from charlm.serve.engine import Stream, by_prompt_length
+
+    def stream(length):
+        return Stream(np.zeros(length, np.int32), 1, 0, 1.0, 0, 1.0, [], None)
+
+    short, medium, long, longer = stream(5), stream(127), stream(300), stream(5000)
+    groups = by_prompt_length([longer, short, long, medium])
+    assert groups == [[short, medium], [long], [longer]]

@@ -15,7 +15,7 @@ The layers stay the stock keras.layers.LSTM, GRU and SimpleRNN objects with thei
 variables; only their inner loop is replaced (use_fused_loop). So a checkpoint is a plain
 Keras file: trained here, it runs with the stock layers (cuDNN) on a GPU, and the other
 way round. Whenever TensorFlow sees a GPU, or a layer uses an option the fused loop does
-not implement (masks, dropout inside the cell, other activations, go_backwards, unroll,
+not implement (nested masks, dropout inside the cell, other activations, go_backwards, unroll,
 a precision other than float32), the layer runs Keras's own code, which is cuDNN on a
 GPU.
 """
@@ -85,6 +85,39 @@ def run_fused(math, sequences, initial_states, kernel, recurrent_kernel, bias):
 
     results = fused(sequences, kernel, recurrent_kernel, bias, *initial_states)
     return results[0], list(results[1 : 1 + state_count])
+
+
+def run_masked(math, sequences, mask, initial_states, kernel, recurrent_kernel, bias, zero_out):
+    """A whole sequence where the steps that `mask` (batch, time) marks False leave the
+    states as they were, as Keras's masks do: what reads prompts of different lengths
+    together (padded on the left). Outputs at those steps are zeros with `zero_out`
+    (Keras's zero_output_for_mask), else the last output (zeros before the first).
+    Forward only: TensorFlow differentiates it, if ever asked, through its own loop."""
+    input_bias, recurrent_bias = split_bias(math, bias)
+    x_tm = tf.transpose(sequences, [1, 0, 2])
+    mask_tm = tf.transpose(mask, [1, 0])[:, :, tf.newaxis]
+    steps, batch = tf.shape(x_tm)[0], tf.shape(x_tm)[1]
+    width = tf.shape(kernel)[1]
+    flat_x = tf.reshape(x_tm, [-1, tf.shape(x_tm)[2]])
+    px = tf.reshape(tf.matmul(flat_x, kernel) + input_bias, [steps, batch, width])
+
+    def body(t, states, last_output, outputs):
+        rec = tf.matmul(states[0], recurrent_kernel)
+        if recurrent_bias is not None:
+            rec = rec + recurrent_bias
+        stepped, _ = math.forward(px[t], rec, states)
+        states = tuple(tf.where(mask_tm[t], new, old) for new, old in zip(stepped, states))
+        kept = tf.zeros_like(last_output) if zero_out else last_output
+        output = tf.where(mask_tm[t], stepped[0], kept)
+        return t + 1, states, output, outputs.write(t, output)
+
+    first = tf.zeros_like(initial_states[0])  # Keras's "last output" before any step
+    _, final_states, _, outputs = tf.while_loop(
+        lambda t, *_: t < steps,
+        body,
+        (tf.constant(0), tuple(initial_states), first, tf.TensorArray(sequences.dtype, size=steps)),
+    )
+    return tf.transpose(outputs.stack(), [1, 0, 2]), list(final_states)
 
 
 def split_bias(math, bias):
@@ -191,7 +224,7 @@ def use_fused_loop(layer: keras.layers.RNN) -> None:
     def inner_loop(sequences, initial_state, mask, training=False):
         if not runs_fused(layer, mask):  # the class's own loop: cuDNN on a GPU
             return type(layer).inner_loop(layer, sequences, initial_state, mask, training)
-        return fused_inner_loop(layer, math, sequences, initial_state)
+        return fused_inner_loop(layer, math, sequences, initial_state, mask)
 
     layer.inner_loop = inner_loop
     layer.uses_fused_loop = True
@@ -208,7 +241,7 @@ def fused_loop_applies(layer, mask) -> bool:
     and any GPU (cuDNN is faster there), goes to Keras's own code."""
     cell = layer.cell
     return (
-        mask is None
+        not isinstance(mask, (list, tuple))
         and not layer.go_backwards
         and not layer.unroll
         and not cell.dropout
@@ -243,7 +276,7 @@ def gpu_visible() -> bool:
 fused_loop_runs: Counter[str] = Counter()
 
 
-def fused_inner_loop(layer, math, sequences, initial_state):
+def fused_inner_loop(layer, math, sequences, initial_state, mask=None):
     """What Keras's RNN.inner_loop returns: (last output, outputs, final states)."""
     fused_loop_runs[layer.name] += 1
     states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
@@ -251,5 +284,10 @@ def fused_inner_loop(layer, math, sequences, initial_state):
     weights = [tf.convert_to_tensor(w) for w in (cell.kernel, cell.recurrent_kernel, cell.bias)]
     if hasattr(math, "to_loop_order"):  # differentiated by TensorFlow, outside the loop
         weights = [math.to_loop_order(w) for w in weights]
-    outputs, final_states = run_fused(math, sequences, states, *weights)
+    if mask is None:
+        outputs, final_states = run_fused(math, sequences, states, *weights)
+    else:
+        outputs, final_states = run_masked(
+            math, sequences, mask, states, *weights, layer.zero_output_for_mask
+        )
     return final_states[0], outputs, final_states

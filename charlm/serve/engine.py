@@ -1,9 +1,14 @@
 """Continuous batching: every active stream advances together in one compiled sampling
-call per chunk of characters, on one thread.
+call per chunk of characters, while another thread reads the prompts of new streams.
 
-    submit() --> pending --(chunk boundary: prompts read, first character sent)--> lanes
+    submit() --> pending --(reader: prompts read, first character drawn and sent)--> ready
+    ready --(decoder, at the next chunk boundary)--> lanes
     lanes --(one Sampler.generate call for all of them, a chunk of characters)--> emit()
     a stream leaves its lane when it has its length, hits a stop string, or is cancelled
+
+Reading a prompt takes one model step per character, like generating does; on its own
+thread it overlaps the decoder's chunks instead of stopping every running stream for it,
+and a new stream's first character is sent as soon as its prompt is read.
 
 A recurrent model makes this simple: a stream's whole state is a few vectors per layer,
 so joining or leaving the batch is a gather of those vectors, with no cache that grows.
@@ -14,7 +19,6 @@ streams run beside it.
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -26,9 +30,10 @@ import tensorflow as tf
 from charlm.generate import Lanes, Sampler, sampling_mode, stream_seed
 
 # Characters per batched call. Each call costs a few milliseconds besides its steps, so
-# long calls serve more characters per second; short ones let a waiting stream join
-# sooner. Short while streams wait for a lane or joined just now, long otherwise.
+# long calls serve more characters per second; short ones let streams whose prompts are
+# being read join sooner. Short while prompts are waiting or being read, long otherwise.
 SHORT_CHUNK, LONG_CHUNK = 8, 32
+SHORT_PROMPT = 128  # prompts up to this length are read together (see by_prompt_length)
 
 
 class Busy(Exception):
@@ -53,6 +58,10 @@ class Stream:
     finish_reason: str | None = None
     position: int = 0  # characters drawn so far
 
+    @property
+    def done(self) -> bool:
+        return self.cancelled or self.finish_reason is not None
+
     def take(self, new_text: str) -> None:
         """Append generated text; finish on a stop string or at the length."""
         hold = max((len(s) for s in self.stop), default=1) - 1
@@ -72,11 +81,47 @@ class Stream:
             self.sent = ready
 
 
+@dataclass
+class Batch:
+    """Streams and their rows of logits and states (per layer, per state)."""
+
+    streams: list[Stream]
+    logits: tf.Tensor
+    states: list
+
+    def extend(self, other: Batch) -> Batch:
+        if not self.streams:
+            return other
+        return Batch(
+            self.streams + other.streams,
+            tf.concat([self.logits, other.logits], axis=0),
+            [
+                [tf.concat([mine, theirs], axis=0) for mine, theirs in zip(a, b)]
+                for a, b in zip(self.states, other.states)
+            ],
+        )
+
+    def without_done(self) -> Batch:
+        kept = [i for i, stream in enumerate(self.streams) if not stream.done]
+        if len(kept) == len(self.streams):
+            return self
+        rows = tf.constant(kept, tf.int32)
+        return Batch(
+            [self.streams[i] for i in kept],
+            tf.gather(self.logits, rows),
+            [[tf.gather(state, rows) for state in layer] for layer in self.states],
+        )
+
+
+EMPTY = Batch([], None, [])
+
+
 class Engine:
     """Runs the sampling loop of one model for many streams; thread-safe submit().
 
-    The active streams' logits and states live in batched tensors, row i for
-    `self.active[i]`: a chunk is one call, and streams join (concat) or leave (gather)
+    Two threads: the reader reads new prompts and sends each stream's first character;
+    the decoder advances the active streams, whose logits and states live in batched
+    tensors, a chunk of characters per call. Streams join (concat) or leave (gather)
     with a few tensor operations, whatever their number."""
 
     def __init__(self, sampler: Sampler, lanes: int = 64, queue_limit: int = 256):
@@ -84,55 +129,69 @@ class Engine:
         self.vocab = sampler.vocab
         self.lane_count = lanes
         self.queue_limit = queue_limit
-        self.pending: deque[Stream] = deque()
-        self.active: list[Stream] = []
-        self.logits = None  # (active streams, vocabulary)
-        self.states: list = []  # per layer, per state: (active streams, units)
+        self.pending: deque[Stream] = deque()  # prompt not read yet
+        self.reading = 0  # streams whose prompts are being read
+        self.ready: list[Batch] = []  # prompt read, waiting for a chunk boundary
+        self.active = EMPTY  # advanced by the decoder
         self.wake = threading.Condition()
         self.running = False
-        self.thread = threading.Thread(target=self.run, name="charlm-engine", daemon=True)
+        self.threads = [
+            threading.Thread(target=self.read_prompts, name="charlm-reader", daemon=True),
+            threading.Thread(target=self.decode, name="charlm-decoder", daemon=True),
+        ]
 
-    # ------------------------------------------------------------ outside the thread
+    # ------------------------------------------------------------ outside the threads
     def start(self) -> None:
         self.running = True
-        self.thread.start()
+        for thread in self.threads:
+            thread.start()
 
     def stop(self) -> None:
         with self.wake:
             self.running = False
-            self.wake.notify()
-        self.thread.join(timeout=10)
+            self.wake.notify_all()
+        for thread in self.threads:
+            thread.join(timeout=10)
 
     def submit(self, streams: list[Stream]) -> None:
         with self.wake:
             if len(self.pending) + len(streams) > self.queue_limit:
                 raise Busy(f"{len(self.pending)} streams are waiting for a lane")
             self.pending.extend(streams)
-            self.wake.notify()
+            self.wake.notify_all()
 
     def load(self) -> dict:
-        return {"lanes": self.lane_count, "active": len(self.active), "waiting": len(self.pending)}
+        with self.wake:
+            return {
+                "lanes": self.lane_count,
+                "active": self.lanes_taken(),
+                "waiting": len(self.pending),
+            }
 
-    # ------------------------------------------------------------ the thread
-    def run(self) -> None:
+    # ------------------------------------------------------------ the reader thread
+    def read_prompts(self) -> None:
         while True:
             with self.wake:
-                while self.running and not self.pending and not self.active:
-                    self.wake.wait()
+                self.wake.wait_for(lambda: not self.running or self.can_read())
                 if not self.running:
                     return
                 joining = self.take_pending()
-            self.admit(joining)
-            self.drop_finished()
-            if self.active:
-                steps = SHORT_CHUNK if self.pending or joining else LONG_CHUNK
-                ids, self.logits, self.states = self.draw(
-                    self.active, self.logits, self.states, steps
-                )
-                self.hand_out(self.active, ids)
+                self.reading = len(joining)
+            for group in by_prompt_length(joining):
+                batch = self.read(group)
+                with self.wake:
+                    self.ready.append(batch)
+                    self.reading -= len(group)
+                    self.wake.notify_all()
+
+    def can_read(self) -> bool:
+        return bool(self.pending) and self.lanes_taken() < self.lane_count
+
+    def lanes_taken(self) -> int:
+        return len(self.active.streams) + self.reading + sum(len(b.streams) for b in self.ready)
 
     def take_pending(self) -> list[Stream]:
-        free = self.lane_count - len(self.active)
+        free = self.lane_count - self.lanes_taken()
         joining = []
         while self.pending and len(joining) < free:
             stream = self.pending.popleft()
@@ -140,55 +199,54 @@ class Engine:
                 joining.append(stream)
         return joining
 
-    def admit(self, joining: list[Stream]) -> None:
-        """Read the prompts (those of one length together) and draw each stream's first
-        character at once, so a new stream waits for its prompt, not for a chunk."""
+    def read(self, group: list[Stream]) -> Batch:
+        """Read the prompts together and draw each stream's first character at once: a
+        new stream waits for its prompt, not for a chunk."""
+        logits, states = self.sampler.read_prompts([s.prompt_ids for s in group])
+        return self.advance(Batch(group, logits, states), 1)
 
-        def length(stream):
-            return len(stream.prompt_ids)
+    # ------------------------------------------------------------ the decoder thread
+    def decode(self) -> None:
+        while True:
+            with self.wake:
+                self.wake.wait_for(lambda: not self.running or self.ready or self.active.streams)
+                if not self.running:
+                    return
+                joining, self.ready = self.ready, []
+                reading_soon = bool(self.pending) or self.reading > 0
+            active = self.active
+            for batch in joining:
+                active = active.extend(batch)
+            active = active.without_done()
+            if active.streams:
+                active = self.advance(active, SHORT_CHUNK if reading_soon else LONG_CHUNK)
+            with self.wake:
+                self.active = active
+                self.wake.notify_all()  # lanes may have been freed
 
-        for _, group in itertools.groupby(sorted(joining, key=length), key=length):
-            group = list(group)
-            logits, states = self.sampler.feed_rows(np.stack([s.prompt_ids for s in group]))
-            ids, logits, states = self.draw(group, logits, states, 1)
-            self.join(group, logits, states)
-            self.hand_out(group, ids)
-
-    def join(self, streams: list[Stream], logits, states) -> None:
-        if not self.active:
-            self.active, self.logits, self.states = list(streams), logits, states
-            return
-        self.active += streams
-        self.logits = tf.concat([self.logits, logits], axis=0)
-        self.states = [
-            [tf.concat([mine, theirs], axis=0) for mine, theirs in zip(a, b)]
-            for a, b in zip(self.states, states)
-        ]
-
-    def drop_finished(self) -> None:
-        """Free the lanes of streams that finished or whose client went away."""
-        kept = [i for i, s in enumerate(self.active) if not s.cancelled and not s.finish_reason]
-        if len(kept) == len(self.active):
-            return
-        self.active = [self.active[i] for i in kept]
-        rows = tf.constant(kept, tf.int32)
-        self.logits = tf.gather(self.logits, rows)
-        self.states = [[tf.gather(state, rows) for state in layer] for layer in self.states]
-
-    def draw(self, streams: list[Stream], logits, states, steps: int):
-        """`steps` characters for `streams` (rows of logits and states)."""
-        lanes = lanes_of(streams)
+    def advance(self, batch: Batch, steps: int) -> Batch:
+        """`steps` characters for the streams of `batch`, handed to them."""
+        lanes = lanes_of(batch.streams)
         ids, logits, states = self.sampler.generate(
-            logits, states, lanes, steps, sampling_mode(lanes)
+            batch.logits, batch.states, lanes, steps, sampling_mode(lanes)
         )
-        for stream in streams:
+        for row, stream in enumerate(batch.streams):
             stream.position += steps
-        return ids, logits, states
-
-    def hand_out(self, streams: list[Stream], ids: np.ndarray) -> None:
-        for row, stream in enumerate(streams):
-            if not stream.cancelled and not stream.finish_reason:
+            if not stream.done:
                 stream.take(self.vocab.decode(ids[row]))
+        return Batch(batch.streams, logits, states)
+
+
+def by_prompt_length(streams: list[Stream]) -> list[list[Stream]]:
+    """Streams whose prompts are read together, shortest first. Reading takes a step per
+    character of the longest prompt in a group, so prompts within a factor of two of each
+    other (or all under SHORT_PROMPT characters) share a group, and a very long prompt
+    does not hold up the short ones that arrived with it."""
+    groups: dict[int, list[Stream]] = {}
+    for stream in streams:
+        size = max(len(stream.prompt_ids), SHORT_PROMPT) // SHORT_PROMPT
+        groups.setdefault(size.bit_length(), []).append(stream)
+    return [groups[key] for key in sorted(groups)]
 
 
 def lanes_of(streams: list[Stream]) -> Lanes:
