@@ -6,8 +6,9 @@ speed does not depend on the weights), in one run:
 1. the Sampler's own rate for 64 streams, as `charlm bench` measures it (no server);
 2. a `charlm serve` process with 64 lanes; 1, 8, 32 and 64 concurrent clients each
    streaming completions back to back: aggregate characters per second received;
-3. time to the first character of a completion with a 100-character prompt, with 1
-   and with 32 clients streaming at once: p50 and p99;
+3. time to the first character of each of those completions (after a 100-character
+   prompt): p50 and p99; again with completions of 50 characters, where reading the
+   prompts is most of the work;
 4. the server's resident memory after 500 requests and after 10,000 more.
 
     python benchmarks/serve.py [--seconds 15] [--requests 10000] [--json]
@@ -36,7 +37,7 @@ PROMPT = (
 
 
 def reference_run(root: Path) -> Path:
-    from charlm.bench import REFERENCE, reference_corpus
+    from charlm.bench.reference import REFERENCE, reference_corpus
     from charlm.config import load_config
     from charlm.training.loop import train
 
@@ -110,7 +111,10 @@ def stream_completion(connection: http.client.HTTPConnection, max_tokens: int, s
 
 
 def load_test(url: str, clients: int, seconds: float, max_tokens: int) -> dict:
-    """Each client streams completions back to back for `seconds` (after a warm-up)."""
+    """Each client streams completions back to back for `seconds` (after a warm-up).
+    Clients start one by one over the first second, as independent users would arrive;
+    started all at once, they would keep arriving in step, every one of them waiting for
+    the same group of prompts to be read."""
     stop_at = time.perf_counter() + seconds + 3
     count_from = stop_at - seconds
     counted = [0] * clients
@@ -119,6 +123,7 @@ def load_test(url: str, clients: int, seconds: float, max_tokens: int) -> dict:
     host, port = url.removeprefix("http://").split(":")
 
     def client_loop(index):
+        time.sleep(index / clients)
         connection = http.client.HTTPConnection(host, int(port), timeout=120)
         seed = index * 1000
         while time.perf_counter() < stop_at:
@@ -176,7 +181,7 @@ def main():
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    from charlm.bench import sampling_chars_per_s
+    from charlm.bench.sampling import sampling_chars_per_s
 
     results = {}
     with tempfile.TemporaryDirectory(prefix="charlm-bench-serve-") as root:
@@ -204,15 +209,23 @@ def report(results: dict) -> str:
     lines = [
         f"sampler alone, 64 streams: {sampler:,.0f} chars/s",
         "",
-        "| concurrent clients | chars/s received | of the sampler's 64-stream rate |",
-        "|---|---|---|",
+        "| concurrent clients | chars/s received | of the sampler's 64-stream rate "
+        "| first character p50 | p99 |",
+        "|---|---|---|---|---|",
     ]
     for clients, figures in results["clients"].items():
         lines.append(
             f"| {clients} | {figures['chars_per_s']:,.0f} | "
-            f"{figures['chars_per_s'] / sampler:.2f} |"
+            f"{figures['chars_per_s'] / sampler:.2f} | {figures['first_char_p50_ms']:.0f} ms "
+            f"| {figures['first_char_p99_ms']:.0f} ms |"
         )
-    lines += ["", "| clients | first character p50 | p99 | completions |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "completions of 50 characters:",
+        "",
+        "| clients | first character p50 | p99 | completions |",
+        "|---|---|---|---|",
+    ]
     for clients, figures in results["first_char"].items():
         lines.append(
             f"| {clients} | {figures['first_char_p50_ms']:.0f} ms | "

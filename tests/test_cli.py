@@ -389,20 +389,71 @@ def test_bench_times_a_cell_through_the_cli_and_prints_json(monkeypatch):
     out so the test does not depend on it being installed)."""
     import json
 
-    from charlm import bench
+    from charlm.bench import report
 
-    monkeypatch.setattr(bench, "torch_step_function", lambda cell: None)
+    monkeypatch.setattr(report, "importable_torch", lambda threads: None)
     result = invoke("bench", "--cells", "simple_rnn", "--steps", "2", "--json")
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)
     entry = figures["cells"]["simple_rnn"]
     assert figures["matmul_gflops"] > 0
-    assert entry["train_chars_per_s"] > 0 and entry["stock_keras_chars_per_s"] > 0
+    rates = entry["train_chars_per_s"]
+    assert rates["fastest"] >= rates["median"] > 0 and rates["segment"] > 0
+    # A segment includes its evaluation and checkpoint: never faster than its fastest step.
+    assert rates["segment"] < rates["fastest"]
+    assert entry["stock_keras_chars_per_s"] > 0
     assert 0 < entry["fraction_of_matmul_ceiling"] < 2 and "torch_chars_per_s" not in entry
     assert figures["machine"]["instruction_set"] in ("AMX", "AVX-512", "AVX2", "below AVX2")
     assert figures["machine"]["cpu"] != "unknown" and figures["machine"]["tensorflow_threads"] >= 1
-    printed = bench.format_results(figures)
+    printed = report.format_results(figures)
     assert "simple_rnn" in printed and f"CPU: {figures['machine']['cpu']}" in printed
+
+
+def test_the_bench_table_carries_every_figure():
+    """PyTorch's rates, the ratios and the sampling bounds all reach the printed table."""
+    from charlm.bench import report
+
+    rates = {"fastest": 3000.0, "median": 2000.0, "segment": 1000.0}
+    figures = {
+        "machine": {
+            "cpu": "Some CPU",
+            "instruction_set": "AVX2",
+            "onednn_isa_limit": "AVX2",
+            "tensorflow_threads": 2,
+            "torch_threads": 2,
+        },
+        "matmul_gflops": 100.0,
+        "cells": {
+            "lstm": {
+                "train_chars_per_s": rates,
+                "train_gflops": 50.0,
+                "fraction_of_matmul_ceiling": 0.5,
+                "stock_keras_chars_per_s": 900.0,
+                "torch_chars_per_s": {k: v / 2 for k, v in rates.items()},
+                "ratio_to_torch": {k: 2.0 for k in rates},
+            }
+        },
+        "sampling": {
+            "1_stream": 1234.0,
+            "64_streams": 9876.0,
+            "1_stream_floor": 4321.0,
+            "1_stream_of_floor": 0.29,
+            "64_streams_gflops": 65.0,
+            "64_streams_of_ceiling": 0.65,
+            "torch_1_stream": {"onednn_on": 144.0, "onednn_off": 632.0},
+            "torch_64_streams": {"onednn_on": 5645.0, "onednn_off": 10493.0},
+            "1_stream_ratio_to_torch": 1.95,
+            "64_streams_ratio_to_torch": 0.94,
+        },
+    }
+    printed = report.format_results(figures)
+    assert "oneDNN limited to AVX2" in printed and "PyTorch 2 (set equal)" in printed
+    assert "| lstm | 3,000 / 2,000 / 1,000 | 50 (50%) | 900 | 1,500 / 1,000 / 500 " in printed
+    assert "2.00x / 2.00x / 2.00x" in printed
+    assert (
+        "| 1 | 1,234 | 0.29 of the floor (4,321" in printed and "| 144 / 632 | 1.95x |" in printed
+    )
+    assert "65 GFLOP/s = 0.65 of the matmul ceiling | 5,645 / 10,493 | 0.94x |" in printed
 
 
 @pytest.mark.parametrize(

@@ -133,7 +133,8 @@ def bench(
     the code `charlm train` runs, the matmul ceiling, PyTorch if installed, sampling chars/s."""
     import json
 
-    from charlm.bench import CELLS, format_results, run_benchmark
+    from charlm.bench.reference import CELLS
+    from charlm.bench.report import format_results, run_benchmark
 
     chosen = [c.strip() for c in cells.split(",") if c.strip()]
     if not chosen or any(c not in CELLS for c in chosen):

@@ -1,0 +1,97 @@
+"""charlm's training rates at the reference size, through charlm.training.loop.train
+(callbacks and input pipeline included): the fastest step, the median step, and a whole
+segment with its evaluation and checkpoint."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+from charlm.bench.reference import REFERENCE, VALIDATION_CHARS, chars_per_step
+from charlm.training.reporter import SilentReporter
+
+
+class ThroughputRecorder(SilentReporter):
+    """A train() reporter that times each training step, from the end of one to the end
+    of the next, and each segment, from the end of one evaluation (after its checkpoint)
+    to the end of the next.
+
+    With `between_steps` (PyTorch's step), it runs and times that after every charlm
+    step, so the two alternate step by step and see the same machine: on a shared machine
+    the speed drifts by tens of percent within a minute. Its time is left out of
+    charlm's."""
+
+    def __init__(self, between_steps=None):
+        self.between_steps = between_steps
+        self.step_times: list[float] = []
+        self.other_times: list[float] = []
+        self.evaluations: list[tuple[float, float]] = []  # (clock, PyTorch time so far)
+        self.resumed = time.perf_counter()
+
+    def advance(self, step, loss, chars_per_s):
+        self.step_times.append(time.perf_counter() - self.resumed)
+        if self.between_steps:
+            started = time.perf_counter()
+            self.between_steps()
+            self.other_times.append(time.perf_counter() - started)
+        self.resumed = time.perf_counter()
+
+    def evaluated(self, step, val_loss):
+        self.evaluations.append((time.perf_counter(), sum(self.other_times)))
+
+    def segment_seconds(self) -> float:
+        """The last segment: its steps, its evaluation and its checkpoint."""
+        (start, other_before), (end, other_after) = self.evaluations[-2:]
+        return end - start - (other_after - other_before)
+
+
+def rates(step_times: list[float], steps: int) -> dict:
+    """chars/s of the fastest and of the median of the last `steps` steps. The fastest
+    is the peak: other guests of a virtual machine steal CPU time in bursts, and a burst
+    landing on one side's steps would decide a ratio of means; the median shows a
+    typical step."""
+    last = step_times[-steps:]
+    return {
+        "fastest": chars_per_step() / min(last),
+        "median": chars_per_step() / statistics.median(last),
+    }
+
+
+def training_settings(cell: str, corpus: Path, run_dir: Path, steps: int, implementation: str):
+    return [
+        f"model.cell={cell}",
+        f"model.layers={REFERENCE['layers']}",
+        f"model.units={REFERENCE['units']}",
+        f"model.embedding_dim={REFERENCE['embedding_dim']}",
+        f"train.batch_size={REFERENCE['batch_size']}",
+        f"train.seq_length={REFERENCE['seq_length']}",
+        "train.clip_norm=5",
+        f"train.steps={2 * steps}",
+        f"train.eval_interval={steps}",
+        f"data.val_max_chars={VALIDATION_CHARS}",
+        f"data.corpus={corpus}",
+        f"model.implementation={implementation}",
+        f"train.run_dir={run_dir}",
+    ]
+
+
+def train_rates(
+    cell: str, corpus: Path, root: Path, steps: int, implementation: str = "fused", torch=None
+) -> tuple[dict, dict | None]:
+    """Train two segments of `steps` + 1 steps (the first one compiles); the rates of
+    the second, for charlm and for `torch` (a PyTorch reference, stepped in turn)."""
+    from charlm.config import load_config
+    from charlm.training.loop import train
+
+    run_dir = root / f"run-{cell}-{implementation}"
+    settings = training_settings(cell, corpus, run_dir, steps + 1, implementation)
+    recorder = ThroughputRecorder(torch.step if torch else None)
+    train(load_config(None, settings), reporter=recorder)
+    charlm = rates(recorder.step_times, steps)
+    charlm["segment"] = (steps + 1) * chars_per_step() / recorder.segment_seconds()
+    if not torch:
+        return charlm, None
+    other = rates(recorder.other_times, steps)
+    other["segment"] = torch.segment_rate(steps + 1, run_dir / "torch-checkpoint.pt")
+    return charlm, other
