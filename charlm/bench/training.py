@@ -13,41 +13,42 @@ from charlm.training.reporter import SilentReporter
 
 
 class ThroughputRecorder(SilentReporter):
-    """A train() reporter that times each training step, from the end of one to the end
-    of the next, and each segment, from the end of one evaluation (after its checkpoint)
-    to the end of the next.
-
-    With `between_steps` (PyTorch's step), it runs and times that after every charlm
-    step, so the two alternate step by step and see the same machine: on a shared machine
-    the speed drifts by tens of percent within a minute. Its time is left out of
-    charlm's."""
+    """A train() reporter for three segments. The first compiles. The second is timed
+    whole: from the end of the first's evaluation (after its checkpoint) to the end of
+    its own. In the third, each step is timed (from the end of one to the end of the
+    next) and followed by `between_steps` (PyTorch's step), timed too, so that the two
+    alternate step by step and see the same machine: on a shared machine the speed
+    drifts by tens of percent within a minute. The whole segment comes before PyTorch
+    ever runs: PyTorch's threads, spinning after its steps, slow TensorFlow's next
+    evaluation by up to 2x (measured)."""
 
     def __init__(self, between_steps=None):
         self.between_steps = between_steps
-        self.step_times: list[float] = []
+        self.step_times: list[float] = []  # the third segment's
         self.other_times: list[float] = []
-        self.evaluations: list[tuple[float, float]] = []  # (clock, PyTorch time so far)
+        self.evaluations: list[float] = []
         self.resumed = time.perf_counter()
 
     def advance(self, step, loss, chars_per_s):
-        self.step_times.append(time.perf_counter() - self.resumed)
-        if self.between_steps:
-            started = time.perf_counter()
-            self.between_steps()
-            self.other_times.append(time.perf_counter() - started)
+        if len(self.evaluations) == 2:
+            self.step_times.append(time.perf_counter() - self.resumed)
+            if self.between_steps:
+                started = time.perf_counter()
+                self.between_steps()
+                self.other_times.append(time.perf_counter() - started)
         self.resumed = time.perf_counter()
 
     def evaluated(self, step, val_loss):
-        self.evaluations.append((time.perf_counter(), sum(self.other_times)))
+        self.evaluations.append(time.perf_counter())
 
     def segment_seconds(self) -> float:
-        """The last segment: its steps, its evaluation and its checkpoint."""
-        (start, other_before), (end, other_after) = self.evaluations[-2:]
-        return end - start - (other_after - other_before)
+        """The second segment: its steps, its evaluation and its checkpoint."""
+        return self.evaluations[1] - self.evaluations[0]
 
 
 def rates(step_times: list[float], steps: int) -> dict:
-    """chars/s of the fastest and of the median of the last `steps` steps. The fastest
+    """chars/s of the fastest and of the median of the last `steps` steps (the first
+    step of a segment also waits for the previous evaluation). The fastest
     is the peak: other guests of a virtual machine steal CPU time in bursts, and a burst
     landing on one side's steps would decide a ratio of means; the median shows a
     typical step."""
@@ -67,7 +68,7 @@ def training_settings(cell: str, corpus: Path, run_dir: Path, steps: int, implem
         f"train.batch_size={REFERENCE['batch_size']}",
         f"train.seq_length={REFERENCE['seq_length']}",
         "train.clip_norm=5",
-        f"train.steps={2 * steps}",
+        f"train.steps={3 * steps}",
         f"train.eval_interval={steps}",
         f"data.val_max_chars={VALIDATION_CHARS}",
         f"data.corpus={corpus}",
@@ -79,8 +80,9 @@ def training_settings(cell: str, corpus: Path, run_dir: Path, steps: int, implem
 def train_rates(
     cell: str, corpus: Path, root: Path, steps: int, implementation: str = "fused", torch=None
 ) -> tuple[dict, dict | None]:
-    """Train two segments of `steps` + 1 steps (the first one compiles); the rates of
-    the second, for charlm and for `torch` (a PyTorch reference, stepped in turn)."""
+    """Train three segments of `steps` + 1 steps (see ThroughputRecorder): the rate of
+    the whole second, and the fastest and median steps of the third, for charlm and for
+    `torch` (a PyTorch reference, stepped in turn, then timed for a segment alone)."""
     from charlm.config import load_config
     from charlm.training.loop import train
 
