@@ -9,7 +9,8 @@ speed does not depend on the weights), in one run:
 3. time to the first character of each of those completions (after a 100-character
    prompt): p50 and p99; again with completions of 50 characters, where reading the
    prompts is most of the work;
-4. the server's resident memory after 500 requests and after 10,000 more.
+4. the server's resident memory after 500 requests, then after each quarter of 10,000
+   more.
 
     python benchmarks/serve.py [--seconds 15] [--requests 10000] [--json]
 """
@@ -192,12 +193,10 @@ def main():
             results["clients"] = {n: load_test(url, n, args.seconds, 400) for n in (1, 8, 32, 64)}
             results["first_char"] = {n: load_test(url, n, args.seconds, 50) for n in (1, 32)}
             many_requests(url, 500)
-            before = rss_mb(process.pid)
-            many_requests(url, args.requests)
-            results["rss_mb"] = {
-                "after_500": before,
-                f"after_{args.requests}_more": rss_mb(process.pid),
-            }
+            results["rss_mb"] = {0: rss_mb(process.pid)}
+            for done in range(1, 5):
+                many_requests(url, args.requests // 4)
+                results["rss_mb"][done * (args.requests // 4)] = rss_mb(process.pid)
         finally:
             process.terminate()
             process.wait()
@@ -231,11 +230,13 @@ def report(results: dict) -> str:
             f"| {clients} | {figures['first_char_p50_ms']:.0f} ms | "
             f"{figures['first_char_p99_ms']:.0f} ms | {figures['completions']} |"
         )
-    before, after = results["rss_mb"].values()
+    memory = results["rss_mb"]
+    before, after = memory[0], list(memory.values())[-1]
     lines += [
         "",
-        f"server memory: {before:.0f} MB after 500 requests, {after:.0f} MB after "
-        f"{list(results['rss_mb'])[1].split('_')[1]} more ({after / before - 1:+.1%})",
+        "server memory after 500 requests, then after every quarter of the rest: "
+        + ", ".join(f"{mb:.0f} MB" for mb in memory.values())
+        + f" ({after / before - 1:+.1%})",
     ]
     return "\n".join(lines)
 

@@ -195,3 +195,29 @@ def test_a_prompt_reads_bit_for_bit_the_same_beside_longer_and_shorter_ones():
     for row in (1, 2):
         row_logits, _ = s.read_prompts(prompts[row : row + 1])
         assert np.array_equal(row_logits.numpy()[0], logits.numpy()[row])
+
+
+def test_prompts_and_streams_of_any_size_share_a_few_shapes_and_one_graph():
+    """A server meets every prompt length and stream count: they must not each leave
+    TensorFlow something to keep (a graph, a dispatch entry, kernels for a new shape).
+    One graph per loop; prompts read in widths rounded up to FEED_ALIGN and row counts
+    rounded up to a power of two."""
+    s, _ = sampler("lstm")
+    shapes = set()
+    feed_piece = s.feed_piece
+
+    def recording(tokens, mask, states):
+        shapes.add(tuple(tokens.shape))
+        return feed_piece(tokens, mask, states)
+
+    s.feed_piece = recording
+    rng = np.random.default_rng(0)
+    for rows in range(1, 6):
+        for length in range(1, 20, 3):
+            prompts = [rng.integers(0, VOCAB.size - 1, length) for _ in range(rows)]
+            logits, states = s.read_prompts(prompts)
+            lanes = generate_module.Lanes.of(SamplingOptions(), rows)
+            s.generate(logits, states, lanes, 2, "plain")
+    assert shapes == {(rows, width) for rows in (2, 4, 8) for width in (8, 16, 24)}
+    assert feed_piece.experimental_get_tracing_count() == 1
+    assert s.generate_chunk["plain"].experimental_get_tracing_count() == 1
