@@ -96,6 +96,9 @@ def test_a_billion_characters_stream_and_stop_on_ctrl_c(trained_run):
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # As from a terminal: a shell starts background jobs with SIGINT ignored, and a
+        # test suite launched that way would pass the ignore on to this process.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert len(process.stdout.read(20_000)) == 20_000  # streaming, not buffered
