@@ -85,9 +85,9 @@ class Sampler:
             np.where(np.arange(vocab.size) == vocab.unknown_id, -np.inf, 0.0), tf.float32
         )
         # One graph each, for any number of streams and prompt lengths: the signatures
-        # leave those sizes open. Without them, TensorFlow keeps an entry for every new
-        # shape it is called with, and a server's memory grows with each (measured: about
-        # 6 kB a request). Not XLA-compiled: XLA is faster for one stream (2,272 against
+        # leave those sizes open. Without them, TensorFlow keeps a dispatch entry for every
+        # new shape it is called with, and a server's memory grows with each. Not
+        # XLA-compiled: XLA is faster for one stream (2,272 against
         # 1,521 chars/s), but its matrix products round differently from 33 rows on, so a
         # stream's text would depend on how many run beside it.
         logits = tf.TensorSpec((None, vocab.size), tf.float32)
@@ -155,7 +155,7 @@ class Sampler:
         whatever rows it is read with."""
         # Rounded up: TensorFlow's kernels keep state per input shape, so a server that
         # met every width and row count would grow by each (measured: +20% over 2,000
-        # mixed requests, flat with a few shapes). The extra steps are masked.
+        # calls of mixed shapes, flat with a few shapes). The extra steps are masked.
         width = -(-max(len(prompt) for prompt in prompts) // FEED_ALIGN) * FEED_ALIGN
         rows = len(prompts)
         padded_rows = max(MIN_ROWS, 1 << (rows - 1).bit_length())

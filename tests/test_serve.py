@@ -426,6 +426,7 @@ def test_prompts_are_grouped_by_length_shortest_first():
     def stream(length):
         return Stream(np.zeros(length, np.int32), 1, 0, 1.0, 0, 1.0, [], None)
 
-    short, medium, long, longer = stream(5), stream(127), stream(300), stream(5000)
-    groups = by_prompt_length([longer, short, long, medium])
-    assert groups == [[short, medium], [long], [longer]]
+    short, medium, doubled = stream(5), stream(127), stream(200)
+    long, longer = stream(300), stream(5000)
+    groups = by_prompt_length([longer, short, long, doubled, medium])
+    assert groups == [[short, medium], [doubled], [long], [longer]]

@@ -39,13 +39,7 @@ def run_fused(math, sequences, initial_states, kernel, recurrent_kernel, bias):
     @tf.custom_gradient
     def fused(x, kernel, recurrent_kernel, bias, *states0):
         input_bias, recurrent_bias = split_bias(math, bias)
-        x_tm = tf.transpose(x, [1, 0, 2])  # time-major: one step = one slice
-        steps, batch = tf.shape(x_tm)[0], tf.shape(x_tm)[1]
-        flat_x = tf.reshape(x_tm, [-1, tf.shape(x_tm)[2]])
-        # The width is spelled out: with an empty batch (a replica's share of a last, short
-        # batch) -1 could not be inferred.
-        width = tf.shape(kernel)[1]
-        px = tf.reshape(tf.matmul(flat_x, kernel) + input_bias, [steps, batch, width])
+        x_tm, flat_x, px = projected_inputs(x, kernel, input_bias)
         state_seqs, saved_seqs, final_states = forward_loop(
             math, px, states0, recurrent_kernel, recurrent_bias
         )
@@ -94,12 +88,9 @@ def run_masked(math, sequences, mask, initial_states, kernel, recurrent_kernel, 
     (Keras's zero_output_for_mask), else the last output (zeros before the first).
     Forward only: TensorFlow differentiates it, if ever asked, through its own loop."""
     input_bias, recurrent_bias = split_bias(math, bias)
-    x_tm = tf.transpose(sequences, [1, 0, 2])
+    _, _, px = projected_inputs(sequences, kernel, input_bias)
     mask_tm = tf.transpose(mask, [1, 0])[:, :, tf.newaxis]
-    steps, batch = tf.shape(x_tm)[0], tf.shape(x_tm)[1]
-    width = tf.shape(kernel)[1]
-    flat_x = tf.reshape(x_tm, [-1, tf.shape(x_tm)[2]])
-    px = tf.reshape(tf.matmul(flat_x, kernel) + input_bias, [steps, batch, width])
+    steps = tf.shape(px)[0]
 
     def body(t, states, last_output, outputs):
         rec = tf.matmul(states[0], recurrent_kernel)
@@ -118,6 +109,19 @@ def run_masked(math, sequences, mask, initial_states, kernel, recurrent_kernel, 
         (tf.constant(0), tuple(initial_states), first, tf.TensorArray(sequences.dtype, size=steps)),
     )
     return tf.transpose(outputs.stack(), [1, 0, 2]), list(final_states)
+
+
+def projected_inputs(sequences, kernel, input_bias):
+    """Time-major inputs, flattened to (time * batch, features), and their projection
+    `x @ kernel + bias` for every step at once, (time, batch, width): one large matmul."""
+    x_tm = tf.transpose(sequences, [1, 0, 2])  # time-major: one step = one slice
+    steps, batch = tf.shape(x_tm)[0], tf.shape(x_tm)[1]
+    flat_x = tf.reshape(x_tm, [-1, tf.shape(x_tm)[2]])
+    # The width is spelled out: with an empty batch (a replica's share of a last, short
+    # batch) -1 could not be inferred.
+    width = tf.shape(kernel)[1]
+    px = tf.reshape(tf.matmul(flat_x, kernel) + input_bias, [steps, batch, width])
+    return x_tm, flat_x, px
 
 
 def split_bias(math, bias):

@@ -33,7 +33,7 @@ from charlm.generate import Lanes, Sampler, sampling_mode, stream_seed
 # long calls serve more characters per second; short ones let streams whose prompts are
 # being read join sooner. Short while prompts are waiting or being read, long otherwise.
 SHORT_CHUNK, LONG_CHUNK = 8, 32
-SHORT_PROMPT = 128  # prompts up to this length are read together (see by_prompt_length)
+SHORT_PROMPT = 128  # prompts shorter than this are read together (see by_prompt_length)
 
 
 class Busy(Exception):
@@ -239,13 +239,12 @@ class Engine:
 
 def by_prompt_length(streams: list[Stream]) -> list[list[Stream]]:
     """Streams whose prompts are read together, shortest first. Reading takes a step per
-    character of the longest prompt in a group, so prompts within a factor of two of each
-    other (or all under SHORT_PROMPT characters) share a group, and a very long prompt
-    does not hold up the short ones that arrived with it."""
+    character of the longest prompt in a group, so prompts under SHORT_PROMPT characters
+    share one group and longer ones are grouped by their power of two (128-255, 256-511,
+    ...): a very long prompt does not hold up the short ones that arrived with it."""
     groups: dict[int, list[Stream]] = {}
     for stream in streams:
-        size = max(len(stream.prompt_ids), SHORT_PROMPT) // SHORT_PROMPT
-        groups.setdefault(size.bit_length(), []).append(stream)
+        groups.setdefault((len(stream.prompt_ids) // SHORT_PROMPT).bit_length(), []).append(stream)
     return [groups[key] for key in sorted(groups)]
 
 
