@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 
 from charlm.errors import RunError
-from charlm.generate import FEED_CHARS, MIN_ROWS, Sampler
+from charlm.generate import CHUNK, FEED_CHARS, MIN_ROWS, Sampler
 from charlm.run.load import load_checkpoint
 
 SIGNATURE = [
@@ -45,8 +45,9 @@ def export_saved_model(checkpoint: Path, out: Path) -> None:
 
 
 def generation_function(sampler: Sampler):
-    """The sampling loop as one graph: the prompt fed in pieces, then `length` steps for
-    one stream, run as MIN_ROWS identical rows exactly as `charlm sample` runs it."""
+    """The sampling loop as one graph: the prompt fed in pieces, then `length` steps in
+    chunks for one stream, run as MIN_ROWS identical rows exactly as `charlm sample`
+    runs it."""
 
     @tf.function(input_signature=SIGNATURE, autograph=True)
     def generate(prompt_ids, length, temperature, top_k, top_p, seed):
@@ -63,14 +64,23 @@ def generation_function(sampler: Sampler):
             )
             piece = tf.tile(prompt_ids[None, start : start + FEED_CHARS], [MIN_ROWS, 1])
             logits, states = sampler._feed_piece(piece, tf.ones_like(piece, tf.bool), states)
-        lanes = (
-            tf.fill([MIN_ROWS], seed),
-            tf.zeros([MIN_ROWS], tf.int64),
-            tf.fill([MIN_ROWS], temperature),
-            tf.fill([MIN_ROWS], top_k),
-            tf.fill([MIN_ROWS], top_p),
-        )
-        ids, _, _ = sampler._generate_chunk(logits, states, length, lanes, "filtered")
-        return {"ids": ids[0]}
+        logits = tf.ensure_shape(logits, [MIN_ROWS, sampler.vocab.size])
+        generated = tf.zeros([0], tf.int32)
+        for start in tf.range(0, length, CHUNK):
+            tf.autograph.experimental.set_loop_options(
+                shape_invariants=[(generated, tf.TensorShape([None]))]
+            )
+            steps = tf.minimum(CHUNK, length - start)
+            lanes = (
+                tf.fill([MIN_ROWS], seed),
+                tf.fill([MIN_ROWS], tf.cast(start, tf.int64)),  # positions
+                tf.fill([MIN_ROWS], temperature),
+                tf.fill([MIN_ROWS], top_k),
+                tf.fill([MIN_ROWS], top_p),
+            )
+            # The XLA-compiled chunk `charlm sample` runs, in chunks as it runs it.
+            ids, logits, states = sampler.generate_chunk["filtered"](logits, states, steps, lanes)
+            generated = tf.concat([generated, ids[0, :steps]], axis=0)
+        return {"ids": generated}
 
     return generate

@@ -23,17 +23,23 @@ import numpy as np
 import tensorflow as tf
 
 from charlm.data.vocabulary import Vocabulary
+from charlm.draws import choose, uniform_noise
 from charlm.model.step import CharacterStep
 
-CHUNK = 128  # characters per compiled call: large enough to hide Python, small enough to stream
+CHUNK = 128  # most characters per compiled call: hides Python, still streams
 # TensorFlow multiplies a single row by a matrix with another kernel (a vector product)
 # than several rows, and its sums round differently; from two rows on, each row's result
 # is the same whatever the batch. One stream is therefore run as two identical rows, so
 # its text is exactly the one it gets beside other streams.
 MIN_ROWS = 2
+# The generation loop is compiled by XLA, whose matrix products are faster than the
+# default kernels for few rows (see docs/results.md). XLA gives a row the same result
+# for 2 to 32 rows but not for more, so larger batches are stepped in blocks of
+# BLOCK_ROWS rows, each its own products. XLA compiles a loop per shape, so batches are
+# padded to a few row counts (see row_bucket).
+BLOCK_ROWS = 32
 FEED_CHARS = 4096  # prime characters per call: bounds the memory of reading a long prime
 FEED_ALIGN = 8  # prompts are read in widths that are multiples of this (see read_prompts)
-MASK32 = 0xFFFFFFFF
 SEED_LIMIT = 2**62  # stream seeds live below this (int64 arithmetic, no overflow)
 MODES = ("argmax", "plain", "filtered")  # see sampling_mode
 
@@ -84,30 +90,20 @@ class Sampler:
         self.unknown_mask = tf.constant(
             np.where(np.arange(vocab.size) == vocab.unknown_id, -np.inf, 0.0), tf.float32
         )
-        # One graph each, for any number of streams and prompt lengths: the signatures
-        # leave those sizes open. Without them, TensorFlow keeps a dispatch entry for every
-        # new shape it is called with, and a server's memory grows with each. Not
-        # XLA-compiled: XLA is faster for one stream (2,272 against
-        # 1,521 chars/s), but its matrix products round differently from 33 rows on, so a
-        # stream's text would depend on how many run beside it.
-        logits = tf.TensorSpec((None, vocab.size), tf.float32)
+        # One graph for any number of streams and prompt lengths: the signature leaves
+        # those sizes open. Without it, TensorFlow keeps a dispatch entry for every new
+        # shape it is called with, and a server's memory grows with each.
         states = [
             [tf.TensorSpec((None, *state.shape[1:]), state.dtype) for state in layer]
             for layer in self.initial_states(1)
         ]
-        lanes = tuple(
-            tf.TensorSpec((None,), dtype)
-            for dtype in (tf.int64, tf.int64, tf.float32, tf.int32, tf.float32)
-        )
         ids = tf.TensorSpec((None, None), tf.int32)
         self.feed_piece = tf.function(
             self._feed_piece, input_signature=[ids, tf.TensorSpec((None, None), tf.bool), states]
         )
+        # One XLA program per mode and row bucket (row_bucket keeps those few).
         self.generate_chunk = {
-            mode: tf.function(
-                functools.partial(self._generate_chunk, mode=mode),
-                input_signature=[logits, states, tf.TensorSpec((), tf.int32), lanes],
-            )
+            mode: tf.function(functools.partial(self._generate_chunk, mode=mode), jit_compile=True)
             for mode in MODES
         }
 
@@ -129,15 +125,43 @@ class Sampler:
         """Sample `steps` characters; returns them (streams, steps), the last logits, states.
         `mode` is a Python string, so each mode gets a graph with only the ops it needs."""
         seeds, positions, temperature, top_k, top_p = lanes
-        out = tf.TensorArray(tf.int32, size=steps)
-        for t in tf.range(steps):
+        # CHUNK columns whatever `steps` is: XLA needs the size, and one program then
+        # serves every chunk length. Columns from `steps` on are left 0.
+        # A while loop, not `for t in tf.range(steps)`: XLA would compile a program per
+        # value of `steps` for the range.
+        out = tf.TensorArray(tf.int32, size=CHUNK)
+        t = tf.constant(0)
+        while t < steps:
             noise = None  # argmax draws nothing
             if mode != "argmax":
                 noise = uniform_noise(seeds, positions + tf.cast(t, tf.int64), self.vocab.size)
             token = choose(logits, noise, temperature, top_k, top_p, mode)
             out = out.write(t, token)
-            logits, states = self.step(token, states)
+            logits, states = self.step_in_blocks(token, states)
+            t += 1
         return tf.transpose(out.stack()), logits, states
+
+    def step_in_blocks(self, tokens, states):
+        """`step` for a batch, BLOCK_ROWS rows at a time (see BLOCK_ROWS)."""
+        rows = tokens.shape[0]
+        if rows <= BLOCK_ROWS:
+            return self.step(tokens, states)
+        blocks = [
+            self.step(
+                tokens[b : b + BLOCK_ROWS],
+                [[s[b : b + BLOCK_ROWS] for s in layer] for layer in states],
+            )
+            for b in range(0, rows, BLOCK_ROWS)
+        ]
+        logits = tf.concat([block_logits for block_logits, _ in blocks], axis=0)
+        joined = [
+            [
+                tf.concat([block_states[i][j] for _, block_states in blocks], axis=0)
+                for j in range(len(layer))
+            ]
+            for i, layer in enumerate(states)
+        ]
+        return logits, joined
 
     # ------------------------------------------------------------ public
     def feed(self, prime_ids, streams: int = 1):
@@ -173,12 +197,16 @@ class Sampler:
         return logits[:rows], [[state[:rows] for state in layer] for layer in states]
 
     def generate(self, logits, states, lanes: Lanes, steps: int, mode: str):
-        """`steps` characters for every lane: (ids (lanes, steps), logits, states)."""
+        """`steps` (at most CHUNK) characters for every lane: (ids (lanes, steps), logits,
+        states)."""
+        if not 0 < steps <= CHUNK:
+            raise ValueError(f"steps must be in 1..{CHUNK}, not {steps}")
         rows = len(lanes.seeds)
-        logits = pad_rows(logits)
-        states = [[pad_rows(state) for state in layer] for layer in states]
+        padded = row_bucket(rows)
+        logits = pad_rows(logits, padded)
+        states = [[pad_rows(state, padded) for state in layer] for layer in states]
         controls = tuple(
-            tf.constant(pad_rows(array))
+            tf.constant(pad_rows(array, padded))
             for array in (lanes.seeds, lanes.positions, lanes.temperature, lanes.top_k, lanes.top_p)
         )
         ids, logits, states = self.generate_chunk[mode](
@@ -186,7 +214,17 @@ class Sampler:
         )
         lanes.positions += steps
         states = [[state[:rows] for state in layer] for layer in states]
-        return ids.numpy()[:rows], logits[:rows], states
+        return ids.numpy()[:rows, :steps], logits[:rows], states
+
+    def compile(self, max_streams: int) -> None:
+        """Compile the generation loop for every row bucket up to `max_streams` streams
+        and every mode now, not when a server's first batch of that size arrives: XLA
+        takes about a second per program, which would stall every stream running."""
+        for rows in sorted({row_bucket(n) for n in range(1, max_streams + 1)}):
+            logits = tf.zeros((rows, self.vocab.size))
+            lanes = Lanes.of(SamplingOptions(), rows)
+            for mode in MODES:
+                self.generate(logits, self.initial_states(rows), lanes, 1, mode)
 
     def sample(
         self,
@@ -225,79 +263,17 @@ def sampling_mode(lanes: Lanes) -> str:
     return "filtered"
 
 
-def choose(logits, noise, temperature, top_k, top_p, mode: str):
-    """One token per stream from `logits` (streams, vocab), as a draw from the softmax at
-    each lane's temperature after its top-k and top-p filters (the Gumbel-max trick: the
-    argmax of logits plus Gumbel noise is a sample of their softmax). A lane at
-    temperature 0 takes the argmax."""
-    greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    if mode == "argmax":
-        return greedy
-    scaled = logits / tf.where(temperature > 0, temperature, 1.0)[:, None]
-    if mode == "filtered":
-        scaled = keep_top_k(scaled, top_k)
-        # Only lanes with top_p < 1 are filtered by it: the cumulative sum can round to 1
-        # before the last token, and a lane without the filter must draw what "plain" draws.
-        scaled = tf.where((top_p < 1.0)[:, None], keep_top_p(scaled, top_p), scaled)
-    gumbel = -tf.math.log(-tf.math.log(noise))
-    drawn = tf.argmax(scaled + tf.cast(gumbel, scaled.dtype), axis=-1, output_type=tf.int32)
-    return tf.where(temperature > 0, drawn, greedy)
+def row_bucket(rows: int) -> int:
+    """The row count `rows` streams are generated as: a power of two up to BLOCK_ROWS
+    (at least MIN_ROWS), then a multiple of BLOCK_ROWS."""
+    if rows <= BLOCK_ROWS:
+        return max(MIN_ROWS, 1 << (rows - 1).bit_length())
+    return -(-rows // BLOCK_ROWS) * BLOCK_ROWS
 
 
-def keep_top_k(logits, top_k):
-    """Logits outside each row's k largest become -inf (k = 0 keeps all)."""
-    vocab_size = tf.shape(logits)[-1]
-    k = tf.where(top_k > 0, tf.minimum(top_k, vocab_size), vocab_size)
-    ordered = tf.sort(logits, direction="DESCENDING", axis=-1)
-    threshold = tf.gather(ordered, k[:, None] - 1, batch_dims=1)
-    return tf.where(logits < threshold, -np.inf, logits)
-
-
-def keep_top_p(logits, top_p):
-    """Keep each row's smallest set of most likely tokens whose probability reaches top_p."""
-    ordered = tf.sort(logits, direction="DESCENDING", axis=-1)
-    cumulative = tf.cumsum(tf.nn.softmax(ordered, axis=-1), axis=-1, exclusive=True)
-    # The most likely token is always kept (its exclusive cumulative mass is 0).
-    kept = tf.where(cumulative < top_p[:, None], ordered, np.inf)
-    threshold = tf.reduce_min(kept, axis=-1, keepdims=True)
-    return tf.where(logits < threshold, -np.inf, logits)
-
-
-def uniform_noise(seeds, positions, vocab_size: int):
-    """Uniform numbers in (0, 1), shape (streams, vocab), each a hash of (the stream's
-    seed, its position, the token index) alone. TensorFlow's stateless samplers take one
-    seed per call, so a stream's draws would depend on which other streams share the
-    batch; these do not. float64, so that no draw rounds to 0 or 1."""
-    key = mix32(xor(mix32(low32(seeds)), high32(seeds)))
-    key = mix32(xor(key, low32(positions)))
-    index = tf.range(vocab_size, dtype=tf.int64)
-    bits = mix32(xor(mix32(xor(key[:, None], index[None, :])), high32(positions)[:, None]))
-    return (tf.cast(bits, tf.float64) + 0.5) / 2.0**32
-
-
-def mix32(x):
-    """A 32-bit integer hash (good avalanche: every input bit moves every output bit),
-    computed in int64 so that no product overflows."""
-    for _ in range(2):
-        x = low32(xor(tf.bitwise.right_shift(x, 16), x) * 0x45D9F3B)
-    return xor(tf.bitwise.right_shift(x, 16), x)
-
-
-def low32(x):
-    return tf.bitwise.bitwise_and(x, tf.constant(MASK32, tf.int64))
-
-
-def high32(x):
-    return low32(tf.bitwise.right_shift(x, 32))
-
-
-def xor(a, b):
-    return tf.bitwise.bitwise_xor(a, b)
-
-
-def pad_rows(array):
-    """`array` with its first row repeated up to MIN_ROWS rows (see MIN_ROWS)."""
-    missing = MIN_ROWS - len(array)
+def pad_rows(array, rows: int = MIN_ROWS):
+    """`array` with its first row repeated up to `rows` rows (see MIN_ROWS)."""
+    missing = rows - len(array)
     if missing <= 0:
         return array
     if isinstance(array, np.ndarray):

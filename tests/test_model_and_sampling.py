@@ -6,15 +6,8 @@ import tensorflow as tf
 from charlm import generate as generate_module
 from charlm.config import ModelConfig
 from charlm.data.vocabulary import Vocabulary
-from charlm.generate import (
-    Sampler,
-    SamplingOptions,
-    choose,
-    keep_top_k,
-    keep_top_p,
-    stream_seed,
-    uniform_noise,
-)
+from charlm.draws import choose, keep_top_k, keep_top_p, uniform_noise
+from charlm.generate import Sampler, SamplingOptions, stream_seed
 from charlm.model.build import build_model, parameter_count
 
 VOCAB = Vocabulary(list("abcdefgh\n"))
@@ -160,22 +153,24 @@ def test_a_long_prime_is_read_in_pieces_like_a_short_one(monkeypatch):
 
 def test_a_stream_computes_bit_for_bit_the_same_alone_or_beside_others():
     """Not only the same characters: the same logits to the last bit (one stream runs as
-    two rows, since a single row is multiplied by another kernel that rounds otherwise)."""
+    two rows, since a single row is multiplied by another kernel that rounds otherwise;
+    more than BLOCK_ROWS streams are stepped in blocks, for the same reason)."""
     # Large enough for the matrix kernels to differ between one row and several.
     model = build_model(ModelConfig(cell="lstm", layers=1, units=512, embedding_dim=64), VOCAB.size)
     s = Sampler(model, VOCAB)
     prime = VOCAB.encode("abcab").tolist()
     options = SamplingOptions(length=0, temperature=1.0, seed=4)
     results = []
-    for streams in (1, 5):
+    for streams in (1, 5, 40):
         logits, states = s.feed(prime, streams)
         lanes = generate_module.Lanes.of(options, streams)
         lanes.seeds[:] = 4
         _, logits, states = s.generate(logits, states, lanes, 40, "plain")
         results.append((logits.numpy()[0], [x.numpy()[0] for layer in states for x in layer]))
-    (alone_logits, alone_states), (batch_logits, batch_states) = results
-    assert np.array_equal(alone_logits, batch_logits)
-    assert all(np.array_equal(a, b) for a, b in zip(alone_states, batch_states))
+    alone_logits, alone_states = results[0]
+    for batch_logits, batch_states in results[1:]:
+        assert np.array_equal(alone_logits, batch_logits)
+        assert all(np.array_equal(a, b) for a, b in zip(alone_states, batch_states))
 
 
 def test_a_prompt_reads_bit_for_bit_the_same_beside_longer_and_shorter_ones():
@@ -220,4 +215,13 @@ def test_prompts_and_streams_of_any_size_share_a_few_shapes_and_one_graph():
             s.generate(logits, states, lanes, 2, "plain")
     assert shapes == {(rows, width) for rows in (2, 4, 8) for width in (8, 16, 24)}
     assert feed_piece.experimental_get_tracing_count() == 1
-    assert s.generate_chunk["plain"].experimental_get_tracing_count() == 1
+    # Generation is compiled by XLA per shape: one program per row bucket met (2, 4, 8).
+    assert s.generate_chunk["plain"].experimental_get_tracing_count() == 3
+    assert {generate_module.row_bucket(rows) for rows in range(1, 257)} == {
+        2,
+        4,
+        8,
+        16,
+        32,
+        *range(64, 257, 32),
+    }

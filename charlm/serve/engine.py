@@ -142,6 +142,7 @@ class Engine:
 
     # ------------------------------------------------------------ outside the threads
     def start(self) -> None:
+        self.sampler.compile(self.lane_count)
         self.running = True
         for thread in self.threads:
             thread.start()
@@ -212,11 +213,12 @@ class Engine:
                 self.wake.wait_for(lambda: not self.running or self.ready or self.active.streams)
                 if not self.running:
                     return
-                joining, self.ready = self.ready, []
+                # Joined under the lock: a stream always counts in lanes_taken().
+                active = self.active
+                for batch in self.ready:
+                    active = active.extend(batch)
+                self.active, self.ready = active, []
                 reading_soon = bool(self.pending) or self.reading > 0
-            active = self.active
-            for batch in joining:
-                active = active.extend(batch)
             active = active.without_done()
             if active.streams:
                 active = self.advance(active, SHORT_CHUNK if reading_soon else LONG_CHUNK)
