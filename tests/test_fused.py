@@ -36,10 +36,10 @@ def twin_layers(cell, units=6, **options):
     return stock, twin
 
 
-def outputs_and_gradients(layer, x, initial):
+def outputs_and_gradients(layer, x, initial, training=False):
     with tf.GradientTape() as tape:
         tape.watch([x, *initial])
-        sequence, *final = layer(x, initial_state=initial)
+        sequence, *final = layer(x, initial_state=initial, training=training)
         # A loss that weights every output and every final state differently.
         loss = tf.reduce_sum(
             sequence * tf.sin(tf.range(tf.size(sequence[0, 0]), dtype=tf.float32))
@@ -53,8 +53,9 @@ def runs(*layers) -> int:
     return sum(fused.fused_loop_runs[layer.name] for layer in layers)
 
 
+@pytest.mark.parametrize("training", [False, True])  # TensorFlow's forward loop, XLA's
 @pytest.mark.parametrize("cell", sorted(LAYERS))
-def test_outputs_and_gradients_match_the_stock_layer(cell):
+def test_outputs_and_gradients_match_the_stock_layer(cell, training):
     """The fused layer runs its own loop (not the stock one it is compared with) and gives
     the stock layer's outputs, final states and gradients."""
     stock, twin = twin_layers(cell)
@@ -65,9 +66,9 @@ def test_outputs_and_gradients_match_the_stock_layer(cell):
     ]
     assert fused.fused_loop_applies(twin, None)
     before = runs(stock, twin)
-    expected_out, expected_grads = outputs_and_gradients(stock, x, initial)
+    expected_out, expected_grads = outputs_and_gradients(stock, x, initial, training)
     assert runs(stock, twin) == before
-    got_out, got_grads = outputs_and_gradients(twin, x, initial)
+    got_out, got_grads = outputs_and_gradients(twin, x, initial, training)
     assert runs(twin) > before
     for want, got in zip(expected_out + expected_grads, got_out + got_grads):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
@@ -122,15 +123,19 @@ def training_tokens():
 
 @pytest.mark.parametrize("cell", sorted(LAYERS))
 def test_a_training_step_matches_the_stock_model(cell):
-    """Two Adam steps: the fused model runs its loop and ends with the stock model's
-    losses and weights."""
+    """Two Adam steps: the fused model runs its loop, compiled by XLA, and ends with the
+    stock model's losses and weights."""
     _, stock_loss, stock_weights, stock_ran = fit_two_steps(
         cell, "stock", keras.optimizers.Adam(0.01, global_clipnorm=5.0)
     )
+    loops = fused.compiled_loops(fused.MATH[LAYERS[cell]])
+    traced = [loop.experimental_get_tracing_count() for loop in loops]
     _, fused_loss, fused_weights, fused_ran = fit_two_steps(
         cell, "fused", keras.optimizers.Adam(0.01, global_clipnorm=5.0)
     )
     assert fused_ran and not stock_ran
+    assert all(loop._jit_compile for loop in loops)
+    assert all(loop.experimental_get_tracing_count() > n for loop, n in zip(loops, traced))
     np.testing.assert_allclose(fused_loss, stock_loss, rtol=1e-5)
     for got, want in zip(fused_weights, stock_weights):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)

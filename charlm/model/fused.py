@@ -22,26 +22,37 @@ GPU.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 
 import keras
 import tensorflow as tf
 
 from charlm.model.cell_math import GRUMath, LSTMMath, SimpleRNNMath
+from charlm.model.time_loops import backward_loop, forward_loop
 
 
 # ------------------------------------------------------------------ the shared loops
-def run_fused(math, sequences, initial_states, kernel, recurrent_kernel, bias):
+def run_fused(math, sequences, initial_states, kernel, recurrent_kernel, bias, training=True):
     """Runs a whole sequence. sequences: (batch, time, features); returns the outputs
-    (batch, time, units) and the final states, differentiable by a custom gradient."""
+    (batch, time, units) and the final states, differentiable by a custom gradient.
+    The loops are XLA programs when training (see compiled_loops)."""
     state_count = len(initial_states)
+    forward, backward = compiled_loops(math)
+    if not training:
+        forward = functools.partial(forward_loop, math)
 
     @tf.custom_gradient
     def fused(x, kernel, recurrent_kernel, bias, *states0):
         input_bias, recurrent_bias = split_bias(math, bias)
         x_tm, flat_x, px = projected_inputs(x, kernel, input_bias)
-        state_seqs, saved_seqs, final_states = forward_loop(
-            math, px, states0, recurrent_kernel, recurrent_bias
+        # This custom gradient differentiates the loop: TensorFlow must not also record
+        # the XLA program for an eager tape (its lists cannot leave the program).
+        state_seqs, saved_seqs, final_states = forward(
+            *[
+                None if tensor is None else tf.nest.map_structure(tf.stop_gradient, tensor)
+                for tensor in (px, states0, recurrent_kernel, recurrent_bias)
+            ]
         )
         outputs = tf.transpose(state_seqs[0], [1, 0, 2])
 
@@ -52,8 +63,7 @@ def run_fused(math, sequences, initial_states, kernel, recurrent_kernel, bias):
                 tf.concat([s0[tf.newaxis], seq[:-1]], axis=0)
                 for s0, seq in zip(states0, state_seqs)
             ]
-            d_px, d_rec, d_states0 = backward_loop(
-                math,
+            d_px, d_rec, d_states0 = backward(
                 d_h_seq,
                 [zeros_if_none(d, s0) for d, s0 in zip(d_final_states, states0)],
                 saved_seqs,
@@ -136,71 +146,18 @@ def join_bias(math, d_input_bias, d_recurrent_bias):
     return d_input_bias
 
 
-def forward_loop(math, px, states0, recurrent_kernel, recurrent_bias):
-    steps = tf.shape(px)[0]
-
-    def body(t, states, state_arrays, saved_arrays):
-        rec = tf.matmul(states[0], recurrent_kernel)
-        if recurrent_bias is not None:
-            rec = rec + recurrent_bias
-        states, saved = math.forward(px[t], rec, states)
-        state_arrays = [a.write(t, s) for a, s in zip(state_arrays, states)]
-        saved_arrays = [a.write(t, s) for a, s in zip(saved_arrays, saved)]
-        return t + 1, tuple(states), state_arrays, saved_arrays
-
-    _, final_states, state_arrays, saved_arrays = tf.while_loop(
-        lambda t, *_: t < steps,
-        body,
-        (
-            tf.constant(0),
-            tuple(states0),
-            new_arrays(len(states0), px.dtype, steps),
-            new_arrays(math.saved_count, px.dtype, steps),
-        ),
+@functools.cache
+def compiled_loops(math):
+    """The forward and backward loops of `math`'s cell as XLA programs. Their matrix
+    products (a batch of rows by the recurrent kernel, at every step) are where training
+    spends its time, and XLA's are faster than oneDNN's at these shapes on AVX2, and as
+    fast on AVX-512 (see docs/results.md). The forward loop of an evaluation stays
+    TensorFlow's graph: there, without the gradient, TensorFlow drops the gates the
+    loop saves for it, and measured faster so."""
+    return (
+        tf.function(functools.partial(forward_loop, math), jit_compile=True),
+        tf.function(functools.partial(backward_loop, math), jit_compile=True),
     )
-    return ([a.stack() for a in state_arrays], [a.stack() for a in saved_arrays], final_states)
-
-
-def backward_loop(
-    math, d_h_seq, d_final_states, saved_seqs, state_seqs, previous, recurrent_kernel
-):
-    """The sequential part of the backward pass: the gradients of the projected inputs
-    and of the recurrent terms at every step, and those of the initial states."""
-    steps = tf.shape(d_h_seq)[0]
-    # A transposed copy first: oneDNN multiplies by it ~1.8x faster than with
-    # transpose_b (measured on 2 cores).
-    recurrent_kernel_t = tf.transpose(recurrent_kernel)
-
-    def body(t, d_states, arrays):
-        d_states = (d_states[0] + d_h_seq[t],) + tuple(d_states[1:])
-        d_px, d_rec, d_previous = math.backward(
-            d_states,
-            [s[t] for s in saved_seqs],
-            [s[t] for s in state_seqs],
-            [p[t] for p in previous],
-            recurrent_kernel,
-        )
-        dh_prev = tf.matmul(d_rec, recurrent_kernel_t)
-        if d_previous[0] is not None:
-            dh_prev = dh_prev + d_previous[0]
-        # Only the GRU's input gradient differs from its recurrent one: keep one copy.
-        kept = [d_rec] if d_px is None else [d_rec, d_px]
-        return (
-            t - 1,
-            (dh_prev,) + tuple(d_previous[1:]),
-            [a.write(t, d) for a, d in zip(arrays, kept)],
-        )
-
-    arrays = new_arrays(2 if math.separate_input_gradient else 1, d_h_seq.dtype, steps)
-    _, d_states0, arrays = tf.while_loop(
-        lambda t, *_: t >= 0, body, (steps - 1, tuple(d_final_states), arrays)
-    )
-    d_rec_seq, *d_px_seq = [a.stack() for a in arrays]
-    return (d_px_seq[0] if d_px_seq else d_rec_seq), d_rec_seq, d_states0
-
-
-def new_arrays(count, dtype, size):
-    return [tf.TensorArray(dtype, size=size) for _ in range(count)]
 
 
 def zeros_if_none(gradient, like):
@@ -228,7 +185,7 @@ def use_fused_loop(layer: keras.layers.RNN) -> None:
     def inner_loop(sequences, initial_state, mask, training=False):
         if not runs_fused(layer, mask):  # the class's own loop: cuDNN on a GPU
             return type(layer).inner_loop(layer, sequences, initial_state, mask, training)
-        return fused_inner_loop(layer, math, sequences, initial_state, mask)
+        return fused_inner_loop(layer, math, sequences, initial_state, mask, bool(training))
 
     layer.inner_loop = inner_loop
     layer.uses_fused_loop = True
@@ -280,7 +237,7 @@ def gpu_visible() -> bool:
 fused_loop_runs: Counter[str] = Counter()
 
 
-def fused_inner_loop(layer, math, sequences, initial_state, mask=None):
+def fused_inner_loop(layer, math, sequences, initial_state, mask=None, training=False):
     """What Keras's RNN.inner_loop returns: (last output, outputs, final states)."""
     fused_loop_runs[layer.name] += 1
     states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
@@ -289,7 +246,7 @@ def fused_inner_loop(layer, math, sequences, initial_state, mask=None):
     if hasattr(math, "to_loop_order"):  # differentiated by TensorFlow, outside the loop
         weights = [math.to_loop_order(w) for w in weights]
     if mask is None:
-        outputs, final_states = run_fused(math, sequences, states, *weights)
+        outputs, final_states = run_fused(math, sequences, states, *weights, training)
     else:
         outputs, final_states = run_masked(
             math, sequences, mask, states, *weights, layer.zero_output_for_mask
