@@ -419,6 +419,7 @@ def test_the_bench_table_carries_every_figure():
             "cpu": "Some CPU",
             "instruction_set": "AVX2",
             "onednn_isa_limit": "AVX2",
+            "xla_isa_limit": "AVX2",
             "tensorflow_threads": 2,
             "torch_threads": 2,
         },
@@ -447,7 +448,8 @@ def test_the_bench_table_carries_every_figure():
         },
     }
     printed = report.format_results(figures)
-    assert "oneDNN limited to AVX2" in printed and "PyTorch 2 (set equal)" in printed
+    assert "oneDNN limited to AVX2" in printed and "XLA limited to AVX2" in printed
+    assert "PyTorch 2 (set equal)" in printed
     assert "| lstm | 3,000 / 2,000 / 1,000 | 50 (50%) | 900 | 1,500 / 1,000 / 500 " in printed
     assert "2.00x / 2.00x / 2.00x" in printed
     assert (

@@ -15,9 +15,10 @@ ISA_FLAGS = (("amx_tile", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
 
 
 def machine() -> dict:
-    """The CPU, the widest vector instructions it has (and the limit oneDNN is held to,
-    if ONEDNN_MAX_CPU_ISA sets one), and the threads each framework computes with
-    (PyTorch's are set to TensorFlow's: the same cores each)."""
+    """The CPU, the widest vector instructions it has (and the limits oneDNN and XLA are
+    held to, if ONEDNN_MAX_CPU_ISA or XLA_FLAGS' --xla_cpu_max_isa sets them), and the
+    threads each framework computes with (PyTorch's are set to TensorFlow's: the same
+    cores each)."""
     import tensorflow as tf
 
     model, flags = "unknown", set()
@@ -34,9 +35,19 @@ def machine() -> dict:
         "cpu": model,
         "instruction_set": present,
         "onednn_isa_limit": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+        "xla_isa_limit": xla_isa_limit(os.environ.get("XLA_FLAGS", "")),
         "tensorflow_threads": threads,
         "torch_threads": threads,
     }
+
+
+def xla_isa_limit(flags: str) -> str | None:
+    """The value of --xla_cpu_max_isa in XLA_FLAGS, if any."""
+    for flag in flags.split():
+        name, _, value = flag.partition("=")
+        if name == "--xla_cpu_max_isa":
+            return value
+    return None
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:

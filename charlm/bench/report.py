@@ -70,10 +70,11 @@ def sampling(run: Path, torch, results: dict) -> dict:
 
 def format_results(results: dict) -> str:
     described = results["machine"]
-    limit = described["onednn_isa_limit"]
+    limit, xla = described["onednn_isa_limit"], described.get("xla_isa_limit")
     lines = [
         f"CPU: {described['cpu']}, {described['instruction_set']}"
         + (f" (oneDNN limited to {limit} by ONEDNN_MAX_CPU_ISA)" if limit else "")
+        + (f" (XLA limited to {xla} by --xla_cpu_max_isa)" if xla else "")
         + f"; threads: TensorFlow {described['tensorflow_threads']}, PyTorch "
         f"{described['torch_threads']} (set equal)",
         f"matmul ceiling (numpy float32 2048x2048, all cores): "
