@@ -65,6 +65,7 @@ def serve(
     limits = Limits(max_tokens=max_tokens, max_prompt_chars=max_prompt_chars, lanes=lanes)
     key = api_key or os.environ.get(API_KEY_ENV) or None
     service = Service(engine, loaded, limits, key)
+    say(f"compiling the sampling loop for 1 to {lanes} streams, then serving")  # Engine.start
     say(
         f"serving {loaded.run_dir} on http://{host}:{port} ({lanes} lanes"
         f"{', API key required' if key else ''}); playground at http://{host}:{port}/"
