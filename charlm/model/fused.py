@@ -29,7 +29,7 @@ import keras
 import tensorflow as tf
 
 from charlm.model.cell_math import GRUMath, LSTMMath, SimpleRNNMath
-from charlm.model.time_loops import backward_loop, forward_loop
+from charlm.model.time_loops import backward_loop, forward_loop, recurrent_step
 
 
 # ------------------------------------------------------------------ the shared loops
@@ -103,10 +103,7 @@ def run_masked(math, sequences, mask, initial_states, kernel, recurrent_kernel, 
     steps = tf.shape(px)[0]
 
     def body(t, states, last_output, outputs):
-        rec = tf.matmul(states[0], recurrent_kernel)
-        if recurrent_bias is not None:
-            rec = rec + recurrent_bias
-        stepped, _ = math.forward(px[t], rec, states)
+        stepped, _ = recurrent_step(math, px[t], states, recurrent_kernel, recurrent_bias)
         states = tuple(tf.where(mask_tm[t], new, old) for new, old in zip(stepped, states))
         kept = tf.zeros_like(last_output) if zero_out else last_output
         output = tf.where(mask_tm[t], stepped[0], kept)

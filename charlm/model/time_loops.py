@@ -8,14 +8,19 @@ from __future__ import annotations
 import tensorflow as tf
 
 
+def recurrent_step(math, px_t, states, recurrent_kernel, recurrent_bias):
+    """One step forward: the recurrent product, then the cell's gate math."""
+    rec = tf.matmul(states[0], recurrent_kernel)
+    if recurrent_bias is not None:
+        rec = rec + recurrent_bias
+    return math.forward(px_t, rec, states)
+
+
 def forward_loop(math, px, states0, recurrent_kernel, recurrent_bias):
     steps = tf.shape(px)[0]
 
     def body(t, states, state_arrays, saved_arrays):
-        rec = tf.matmul(states[0], recurrent_kernel)
-        if recurrent_bias is not None:
-            rec = rec + recurrent_bias
-        states, saved = math.forward(px[t], rec, states)
+        states, saved = recurrent_step(math, px[t], states, recurrent_kernel, recurrent_bias)
         state_arrays = [a.write(t, s) for a, s in zip(state_arrays, states)]
         saved_arrays = [a.write(t, s) for a, s in zip(saved_arrays, saved)]
         return t + 1, tuple(states), state_arrays, saved_arrays
