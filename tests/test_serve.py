@@ -420,6 +420,44 @@ def test_prompts_read_together_give_the_texts_charlm_sample_gives(trained_run):
     assert texts == expected
 
 
+def test_a_stream_holds_its_lane_while_the_decoder_advances_it(trained_run):
+    """A stream that joins the decoder counts as active while its chunks are computed,
+    not only between them: /health reports it and no lane is given twice."""
+    from charlm.generate import Sampler
+    from charlm.run.load import load_checkpoint
+    from charlm.serve.engine import Engine, request_streams
+
+    loaded = load_checkpoint(trained_run)
+    sampler = Sampler(loaded.model, loaded.vocab)
+    engine = Engine(sampler, lanes=2)
+    seen = []
+    generate = sampler.generate
+
+    def recording(*args):
+        if threading.current_thread().name == "charlm-decoder":
+            seen.append(engine.load()["active"])
+        return generate(*args)
+
+    sampler.generate = recording
+    finished = threading.Event()
+    streams = request_streams(
+        loaded.vocab.encode("the cat"),
+        1,
+        3,
+        lambda _: lambda text, reason: reason and finished.set(),
+        length=100,
+        temperature=0.9,
+        top_k=0,
+        top_p=1.0,
+        stop=[],
+    )
+    engine.start()
+    engine.submit(streams)
+    assert finished.wait(60)
+    engine.stop()
+    assert seen and set(seen) == {1}
+
+
 def test_prompts_are_grouped_by_length_shortest_first():
     from charlm.serve.engine import Stream, by_prompt_length
 
