@@ -27,10 +27,11 @@ from charlm.draws import choose, uniform_noise
 from charlm.model.step import CharacterStep
 
 CHUNK = 128  # most characters per compiled call: hides Python, still streams
-# TensorFlow multiplies a single row by a matrix with another kernel (a vector product)
-# than several rows, and its sums round differently; from two rows on, each row's result
-# is the same whatever the batch. One stream is therefore run as two identical rows, so
-# its text is exactly the one it gets beside other streams.
+# A single row is multiplied by a matrix with another kernel (a vector product) than
+# several rows, by TensorFlow and by XLA alike, and its sums round differently; from two
+# rows on, each row's result is the same whatever the batch (up to BLOCK_ROWS for XLA).
+# One stream is therefore run as two identical rows, so its text is exactly the one it
+# gets beside other streams.
 MIN_ROWS = 2
 # The generation loop is compiled by XLA, whose matrix products are faster than the
 # default kernels for few rows (see docs/results.md). XLA gives a row the same result
@@ -177,14 +178,14 @@ class Sampler:
         row's states untouched until its prompt begins. Read in pieces of FEED_CHARS, so
         memory stays flat for a prompt of any length; a row's numbers are the same
         whatever rows it is read with."""
-        # Rounded up: TensorFlow's kernels keep state per input shape, so a server that
-        # met every width and row count would grow by each (measured: +20% over 2,000
-        # calls of mixed shapes, flat with a few shapes). The extra steps are masked.
+        # Rounded up (rows as for generation, see row_bucket): TensorFlow's kernels keep
+        # state per input shape, so a server that met every width and row count would
+        # grow by each (measured: +20% over 2,000 calls of mixed shapes, flat with a few
+        # shapes). The extra steps are masked.
         width = -(-max(len(prompt) for prompt in prompts) // FEED_ALIGN) * FEED_ALIGN
         rows = len(prompts)
-        padded_rows = max(MIN_ROWS, 1 << (rows - 1).bit_length())
-        ids = np.zeros((padded_rows, width), np.int32)
-        mask = np.zeros((padded_rows, width), bool)
+        ids = np.zeros((row_bucket(rows), width), np.int32)
+        mask = np.zeros_like(ids, bool)
         for row, prompt in enumerate(prompts):
             ids[row, width - len(prompt) :] = prompt
             mask[row, width - len(prompt) :] = True

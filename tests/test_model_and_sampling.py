@@ -196,7 +196,7 @@ def test_prompts_and_streams_of_any_size_share_a_few_shapes_and_one_graph():
     """A server meets every prompt length and stream count: they must not each leave
     TensorFlow something to keep (a graph, a dispatch entry, kernels for a new shape).
     One graph per loop; prompts read in widths rounded up to FEED_ALIGN and row counts
-    rounded up to a power of two."""
+    rounded up as row_bucket says."""
     s, _ = sampler("lstm")
     shapes = set()
     feed_piece = s.feed_piece
