@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 
 from charlm.errors import RunError
-from charlm.generate import CHUNK, FEED_CHARS, MIN_ROWS, Sampler
+from charlm.generate import CHUNK, MIN_ROWS, READ_CHARS, Sampler
 from charlm.run.load import load_checkpoint
 
 SIGNATURE = [
@@ -45,7 +45,7 @@ def export_saved_model(checkpoint: Path, out: Path) -> None:
 
 
 def generation_function(sampler: Sampler):
-    """The sampling loop as one graph: the prompt fed in pieces, then `length` steps in
+    """The sampling loop as one graph: the prompt read in pieces, then `length` steps in
     chunks for one stream, run as MIN_ROWS identical rows exactly as `charlm sample`
     runs it."""
 
@@ -58,12 +58,14 @@ def generation_function(sampler: Sampler):
         )
         states = sampler.initial_states(MIN_ROWS)
         logits = tf.zeros([MIN_ROWS, sampler.vocab.size])
-        for start in tf.range(0, tf.size(prompt_ids), FEED_CHARS):
-            tf.autograph.experimental.set_loop_options(
-                shape_invariants=[(logits, tf.TensorShape([MIN_ROWS, None]))]
+        for start in tf.range(0, tf.size(prompt_ids), READ_CHARS):
+            piece = prompt_ids[start : start + READ_CHARS]
+            steps = tf.size(piece)
+            tokens = tf.tile(tf.pad(piece, [[0, READ_CHARS - steps]])[None], [MIN_ROWS, 1])
+            # The XLA-compiled reading loop `charlm sample` runs, a piece at a time.
+            logits, states = sampler.read_chunk(
+                tokens, tf.ones_like(tokens, tf.bool), steps, logits, states
             )
-            piece = tf.tile(prompt_ids[None, start : start + FEED_CHARS], [MIN_ROWS, 1])
-            logits, states = sampler._feed_piece(piece, tf.ones_like(piece, tf.bool), states)
         logits = tf.ensure_shape(logits, [MIN_ROWS, sampler.vocab.size])
         generated = tf.zeros([0], tf.int32)
         for start in tf.range(0, length, CHUNK):

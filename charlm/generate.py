@@ -1,10 +1,11 @@
 """Sampling: the recurrent state is carried from character to character inside a
 compiled loop; the prefix is never re-run.
 
-A prime is read in pieces through the model's sequence path (one call per piece, memory
-flat for a prime of any length). Then a chunk of characters is generated per call of one
-`tf.function` (a `tf.while_loop` over steps), so the Python loop runs once per chunk, not
-once per character, and text can still be printed as it is made.
+A prime is read a piece at a time (one call per piece, memory flat for a prime of any
+length), one character per step of the same model step that generation runs. Then a
+chunk of characters is generated per call of one `tf.function` (a `tf.while_loop` over
+steps), so the Python loop runs once per chunk, not once per character, and text can
+still be printed as it is made.
 
 Every stream (a lane) carries its own controls: seed, position, temperature, top-k and
 top-p. Its random draws are a function of its own seed and position alone (see
@@ -39,8 +40,7 @@ MIN_ROWS = 2
 # BLOCK_ROWS rows, each its own products. XLA compiles a loop per shape, so batches are
 # padded to a few row counts (see row_bucket).
 BLOCK_ROWS = 32
-FEED_CHARS = 4096  # prime characters per call: bounds the memory of reading a long prime
-FEED_ALIGN = 8  # prompts are read in widths that are multiples of this (see read_prompts)
+READ_CHARS = CHUNK  # prompt characters per compiled call (a fixed width: one XLA program)
 SEED_LIMIT = 2**62  # stream seeds live below this (int64 arithmetic, no overflow)
 MODES = ("argmax", "plain", "filtered")  # see sampling_mode
 
@@ -91,18 +91,8 @@ class Sampler:
         self.unknown_mask = tf.constant(
             np.where(np.arange(vocab.size) == vocab.unknown_id, -np.inf, 0.0), tf.float32
         )
-        # One graph for any number of streams and prompt lengths: the signature leaves
-        # those sizes open. Without it, TensorFlow keeps a dispatch entry for every new
-        # shape it is called with, and a server's memory grows with each.
-        states = [
-            [tf.TensorSpec((None, *state.shape[1:]), state.dtype) for state in layer]
-            for layer in self.initial_states(1)
-        ]
-        ids = tf.TensorSpec((None, None), tf.int32)
-        self.feed_piece = tf.function(
-            self._feed_piece, input_signature=[ids, tf.TensorSpec((None, None), tf.bool), states]
-        )
-        # One XLA program per mode and row bucket (row_bucket keeps those few).
+        # One XLA program per row bucket (row_bucket keeps those few), and per mode.
+        self.read_chunk = tf.function(self._read_chunk, jit_compile=True)
         self.generate_chunk = {
             mode: tf.function(functools.partial(self._generate_chunk, mode=mode), jit_compile=True)
             for mode in MODES
@@ -118,9 +108,23 @@ class Sampler:
         return logits + self.unknown_mask, states
 
     # ------------------------------------------------------------ compiled loops
-    def _feed_piece(self, tokens, mask, states):
-        logits, states = self.model_step.feed(tokens, states, mask)
-        return logits + self.unknown_mask, states
+    def _read_chunk(self, tokens, mask, steps, logits, states):
+        """Read the first `steps` columns of `tokens` (streams, READ_CHARS), a character
+        per step; where `mask` is False, a step leaves the stream's logits and states as
+        they were. The step is generation's, so a prompt is read with the very products
+        (and roundings) its text is then generated with, and as fast: for a few streams,
+        about twice as fast as the layers' sequence loop on oneDNN (docs/results.md)."""
+        t = tf.constant(0)
+        while t < steps:
+            keep = mask[:, t, tf.newaxis]
+            new_logits, new_states = self.step_in_blocks(tokens[:, t], states)
+            logits = tf.where(keep, new_logits, logits)
+            states = [
+                [tf.where(keep, new, old) for new, old in zip(new_layer, old_layer)]
+                for new_layer, old_layer in zip(new_states, states)
+            ]
+            t += 1
+        return logits, states
 
     def _generate_chunk(self, logits, states, steps, lanes, mode):
         """Sample `steps` characters; returns them (streams, steps), the last logits, states.
@@ -175,25 +179,29 @@ class Sampler:
     def read_prompts(self, prompts: list[np.ndarray]):
         """The logits and states after each of `prompts` (1-D id arrays, of any lengths,
         none empty), read together: padded on the left, with a mask that keeps each
-        row's states untouched until its prompt begins. Read in pieces of FEED_CHARS, so
-        memory stays flat for a prompt of any length; a row's numbers are the same
-        whatever rows it is read with."""
-        # Rounded up (rows as for generation, see row_bucket): TensorFlow's kernels keep
-        # state per input shape, so a server that met every width and row count would
-        # grow by each (measured: +20% over 2,000 calls of mixed shapes, flat with a few
-        # shapes). The extra steps are masked.
-        width = -(-max(len(prompt) for prompt in prompts) // FEED_ALIGN) * FEED_ALIGN
+        row's states untouched until its prompt begins. Read READ_CHARS columns per call,
+        so memory stays flat for a prompt of any length; a row's numbers are the same
+        whatever rows it is read with (see MIN_ROWS and BLOCK_ROWS)."""
+        # Rows padded as for generation (see row_bucket) and every call READ_CHARS wide
+        # (the last one stops early): the few shapes XLA compiles a program for.
+        width = max(len(prompt) for prompt in prompts)
         rows = len(prompts)
-        ids = np.zeros((row_bucket(rows), width), np.int32)
+        padded = row_bucket(rows)
+        ids = np.zeros((padded, width), np.int32)
         mask = np.zeros_like(ids, bool)
         for row, prompt in enumerate(prompts):
             ids[row, width - len(prompt) :] = prompt
             mask[row, width - len(prompt) :] = True
-        states = self.initial_states(len(ids))
-        for start in range(0, width, FEED_CHARS):
-            piece = slice(start, start + FEED_CHARS)
-            logits, states = self.feed_piece(
-                tf.constant(ids[:, piece]), tf.constant(mask[:, piece]), states
+        logits, states = tf.zeros((padded, self.vocab.size)), self.initial_states(padded)
+        for start in range(0, width, READ_CHARS):
+            piece = slice(start, start + READ_CHARS)
+            steps = ids[:, piece].shape[1]
+            logits, states = self.read_chunk(
+                tf.constant(pad_columns(ids[:, piece], READ_CHARS)),
+                tf.constant(pad_columns(mask[:, piece], READ_CHARS)),
+                tf.constant(steps),
+                logits,
+                states,
             )
         return logits[:rows], [[state[:rows] for state in layer] for layer in states]
 
@@ -218,11 +226,12 @@ class Sampler:
         return ids.numpy()[:rows, :steps], logits[:rows], states
 
     def compile(self, max_streams: int) -> None:
-        """Compile the generation loop for every row bucket up to `max_streams` streams
-        and every mode now, not when a server's first batch of that size arrives: XLA
-        takes about a second per program, which would stall every stream running."""
+        """Compile the reading and generation loops for every row bucket up to
+        `max_streams` streams and every mode now, not when a server's first batch of that
+        size arrives: XLA takes about a second per program, which would stall every
+        stream running."""
         for rows in sorted({row_bucket(n) for n in range(1, max_streams + 1)}):
-            logits = tf.zeros((rows, self.vocab.size))
+            logits, _ = self.read_prompts([np.zeros(1, np.int32)] * rows)
             lanes = Lanes.of(SamplingOptions(), rows)
             for mode in MODES:
                 self.generate(logits, self.initial_states(rows), lanes, 1, mode)
@@ -270,6 +279,11 @@ def row_bucket(rows: int) -> int:
     if rows <= BLOCK_ROWS:
         return max(MIN_ROWS, 1 << (rows - 1).bit_length())
     return -(-rows // BLOCK_ROWS) * BLOCK_ROWS
+
+
+def pad_columns(array: np.ndarray, columns: int) -> np.ndarray:
+    """`array` (rows, at most `columns`) with zero columns appended up to `columns`."""
+    return np.pad(array, [(0, 0), (0, columns - array.shape[1])])
 
 
 def pad_rows(array, rows: int = MIN_ROWS):

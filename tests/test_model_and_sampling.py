@@ -138,17 +138,17 @@ def test_a_stream_draws_the_same_alone_or_beside_others():
 
 
 def test_a_long_prime_is_read_in_pieces_like_a_short_one(monkeypatch):
-    """Feeding in pieces (FEED_CHARS at a time) leaves the state that one piece leaves."""
+    """Reading in pieces (READ_CHARS at a time) leaves the numbers one piece leaves."""
     from charlm import generate as generate_module
 
     s, _ = sampler("lstm")
     prime = VOCAB.encode("abcdefgh\n" * 30).tolist()
     whole_logits, whole_states = s.feed(prime)
-    monkeypatch.setattr(generate_module, "FEED_CHARS", 7)
+    monkeypatch.setattr(generate_module, "READ_CHARS", 7)
     piece_logits, piece_states = s.feed(prime)
-    assert np.allclose(whole_logits, piece_logits, atol=1e-5)
+    assert np.array_equal(whole_logits, piece_logits)
     for whole, piece in zip(whole_states, piece_states):
-        assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(whole, piece))
+        assert all(np.array_equal(a, b) for a, b in zip(whole, piece))
 
 
 def test_a_stream_computes_bit_for_bit_the_same_alone_or_beside_others():
@@ -195,17 +195,17 @@ def test_a_prompt_reads_bit_for_bit_the_same_beside_longer_and_shorter_ones():
 def test_prompts_and_streams_of_any_size_share_a_few_shapes_and_one_graph():
     """A server meets every prompt length and stream count: they must not each leave
     TensorFlow something to keep (a graph, a dispatch entry, kernels for a new shape).
-    One graph per loop; prompts read in widths rounded up to FEED_ALIGN and row counts
-    rounded up as row_bucket says."""
+    Prompts are read READ_CHARS columns at a time and row counts rounded up as
+    row_bucket says, so XLA compiles one program per row bucket met."""
     s, _ = sampler("lstm")
     shapes = set()
-    feed_piece = s.feed_piece
+    read_chunk = s.read_chunk
 
-    def recording(tokens, mask, states):
+    def recording(tokens, *rest):
         shapes.add(tuple(tokens.shape))
-        return feed_piece(tokens, mask, states)
+        return read_chunk(tokens, *rest)
 
-    s.feed_piece = recording
+    s.read_chunk = recording
     rng = np.random.default_rng(0)
     for rows in range(1, 6):
         for length in range(1, 20, 3):
@@ -213,8 +213,8 @@ def test_prompts_and_streams_of_any_size_share_a_few_shapes_and_one_graph():
             logits, states = s.read_prompts(prompts)
             lanes = generate_module.Lanes.of(SamplingOptions(), rows)
             s.generate(logits, states, lanes, 2, "plain")
-    assert shapes == {(rows, width) for rows in (2, 4, 8) for width in (8, 16, 24)}
-    assert feed_piece.experimental_get_tracing_count() == 1
+    assert shapes == {(rows, generate_module.READ_CHARS) for rows in (2, 4, 8)}
+    assert read_chunk.experimental_get_tracing_count() == 3
     # Generation is compiled by XLA per shape: one program per row bucket met (2, 4, 8).
     assert s.generate_chunk["plain"].experimental_get_tracing_count() == 3
     assert {generate_module.row_bucket(rows) for rows in range(1, 257)} == {

@@ -93,8 +93,8 @@ def run_fused(math, sequences, initial_states, kernel, recurrent_kernel, bias, t
 
 def run_masked(math, sequences, mask, initial_states, kernel, recurrent_kernel, bias, zero_out):
     """A whole sequence where the steps that `mask` (batch, time) marks False leave the
-    states as they were, as Keras's masks do: what reads prompts of different lengths
-    together (padded on the left). Outputs at those steps are zeros with `zero_out`
+    states as they were, as Keras's masks do (a model with a Masking layer, or padded
+    sequences of different lengths). Outputs at those steps are zeros with `zero_out`
     (Keras's zero_output_for_mask), else the last output (zeros before the first).
     Forward only: TensorFlow differentiates it, if ever asked, through its own loop."""
     input_bias, recurrent_bias = split_bias(math, bias)

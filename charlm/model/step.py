@@ -44,22 +44,6 @@ class CharacterStep:
                 x = layer(x)
         return tf.cast(x, tf.float32), new_states
 
-    def feed(self, tokens, states, mask=None):
-        """Float32 logits after the last of `tokens` (streams, time) and the states after
-        it: the whole sequence at once through each recurrent layer's own loop (Keras's
-        `inner_loop`, the fused loop on a CPU), much faster than one step at a time.
-        Where `mask` (streams, time) is False, a step leaves the states as they were."""
-        x = tokens
-        remaining = iter(states)
-        new_states = []
-        for layer in self.layers:
-            if isinstance(layer, keras.layers.RNN):
-                _, x, state = layer.inner_loop(x, list(next(remaining)), mask=mask)
-                new_states.append(list(state))
-            elif not isinstance(layer, keras.layers.Dropout):
-                x = layer(x)
-        return tf.cast(x[:, -1], tf.float32), new_states
-
     def matrices(self) -> list:
         """The weight matrices one character is multiplied by (every kernel but the
         embedding's, which is a lookup): what bounds one stream's speed."""
