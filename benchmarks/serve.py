@@ -9,7 +9,9 @@ speed does not depend on the weights), in one run:
 3. time to the first character of each of those completions (after a 100-character
    prompt): p50 and p99; again with completions of 50 characters, where reading the
    prompts is most of the work;
-4. the server's resident memory after 500 requests, then after each quarter of 10,000
+4. 64 clients doing the sampler's own job (a 1-character prompt, 500 characters), which
+   tells the cost of serving from the cost of reading prompts;
+5. the server's resident memory after 500 requests, then after each quarter of 10,000
    more.
 
     python benchmarks/serve.py [--seconds 15] [--requests 10000] [--json]
@@ -93,13 +95,15 @@ def start_server(run: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("the server did not start")
 
 
-def stream_completion(connection: http.client.HTTPConnection, max_tokens: int, seed: int):
+def stream_completion(
+    connection: http.client.HTTPConnection, prompt: str, max_tokens: int, seed: int
+):
     """(seconds to the first character, characters received) of one streamed completion.
     http.client, not a heavier client: the load generator shares the machine's cores
     with the server, and every cycle it spends is one the server does not get."""
     started = time.perf_counter()
     first, chars = None, 0
-    body = json.dumps({"prompt": PROMPT, "max_tokens": max_tokens, "seed": seed, "stream": True})
+    body = json.dumps({"prompt": prompt, "max_tokens": max_tokens, "seed": seed, "stream": True})
     connection.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
     response = connection.getresponse()
     for line in response:
@@ -111,7 +115,9 @@ def stream_completion(connection: http.client.HTTPConnection, max_tokens: int, s
     return first, chars
 
 
-def load_test(url: str, clients: int, seconds: float, max_tokens: int) -> dict:
+def load_test(
+    url: str, clients: int, seconds: float, max_tokens: int, prompt: str = PROMPT
+) -> dict:
     """Each client streams completions back to back for `seconds` (after a warm-up).
     Clients start one by one over the first second, as independent users would arrive;
     started all at once, they would keep arriving in step, every one of them waiting for
@@ -130,7 +136,7 @@ def load_test(url: str, clients: int, seconds: float, max_tokens: int) -> dict:
         while time.perf_counter() < stop_at:
             seed += 1
             began = time.perf_counter()
-            first, chars = stream_completion(connection, max_tokens, seed)
+            first, chars = stream_completion(connection, prompt, max_tokens, seed)
             if began >= count_from:
                 counted[index] += chars
                 first_chars[index].append(first)
@@ -192,6 +198,7 @@ def main():
         try:
             results["clients"] = {n: load_test(url, n, args.seconds, 400) for n in (1, 8, 32, 64)}
             results["first_char"] = {n: load_test(url, n, args.seconds, 50) for n in (1, 32)}
+            results["sampler_job"] = load_test(url, 64, args.seconds, 500, prompt=PROMPT[:1])
             many_requests(url, 500)
             results["rss_mb"] = {0: rss_mb(process.pid)}
             for done in range(1, 5):
@@ -230,6 +237,12 @@ def report(results: dict) -> str:
             f"| {clients} | {figures['first_char_p50_ms']:.0f} ms | "
             f"{figures['first_char_p99_ms']:.0f} ms | {figures['completions']} |"
         )
+    job = results["sampler_job"]["chars_per_s"]
+    lines += [
+        "",
+        f"64 clients doing the sampler's job (1-character prompt, 500 characters): "
+        f"{job:,.0f} chars/s, {job / sampler:.2f} of the sampler's rate",
+    ]
     memory = results["rss_mb"]
     before, after = memory[0], list(memory.values())[-1]
     lines += [
