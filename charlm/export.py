@@ -66,7 +66,6 @@ def generation_function(sampler: Sampler):
             logits, states = sampler.read_chunk(
                 tokens, tf.ones_like(tokens, tf.bool), steps, logits, states
             )
-        logits = tf.ensure_shape(logits, [MIN_ROWS, sampler.vocab.size])
         generated = tf.zeros([0], tf.int32)
         for start in tf.range(0, length, CHUNK):
             tf.autograph.experimental.set_loop_options(

@@ -195,7 +195,7 @@ class Sampler:
         logits, states = tf.zeros((padded, self.vocab.size)), self.initial_states(padded)
         for start in range(0, width, READ_CHARS):
             piece = slice(start, start + READ_CHARS)
-            steps = ids[:, piece].shape[1]
+            steps = min(READ_CHARS, width - start)
             logits, states = self.read_chunk(
                 tf.constant(pad_columns(ids[:, piece], READ_CHARS)),
                 tf.constant(pad_columns(mask[:, piece], READ_CHARS)),

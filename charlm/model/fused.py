@@ -149,8 +149,8 @@ def compiled_loops(math):
     products (a batch of rows by the recurrent kernel, at every step) are where training
     spends its time, and XLA's are faster than oneDNN's at these shapes on AVX2, and as
     fast on AVX-512 (see docs/results.md). The forward loop of an evaluation stays
-    TensorFlow's graph, which measured faster there (LSTM: 330-360 against 670 ms a
-    batch)."""
+    TensorFlow's graph: XLA's measured slower there (LSTM: 670 against 330-360 ms a
+    batch), and level as a bare model call."""
     return (
         tf.function(functools.partial(forward_loop, math), jit_compile=True),
         tf.function(functools.partial(backward_loop, math), jit_compile=True),
