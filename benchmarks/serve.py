@@ -8,7 +8,10 @@ speed does not depend on the weights), in one run:
    streaming completions back to back: aggregate characters per second received;
 3. time to the first character of each of those completions (after a 100-character
    prompt): p50 and p99; again with completions of 50 characters, where reading the
-   prompts is most of the work;
+   prompts is most of the work; and with 32 clients asking for lengths drawn from
+   200-600 characters (400 on average), as people do: clients that all ask for the same
+   length end together, send their next prompts together and wait for them to be read
+   together, which is the worst case for the first character;
 4. 64 clients doing the sampler's own job (a 1-character prompt, 500 characters), which
    tells the cost of serving from the cost of reading prompts;
 5. the server's resident memory after 500 requests, then after each quarter of 10,000
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import random
 import socket
 import statistics
 import subprocess
@@ -116,12 +120,15 @@ def stream_completion(
 
 
 def load_test(
-    url: str, clients: int, seconds: float, max_tokens: int, prompt: str = PROMPT
+    url: str,
+    clients: int,
+    seconds: float,
+    max_tokens: int | tuple[int, int],
+    prompt: str = PROMPT,
 ) -> dict:
-    """Each client streams completions back to back for `seconds` (after a warm-up).
-    Clients start one by one over the first second, as independent users would arrive;
-    started all at once, they would keep arriving in step, every one of them waiting for
-    the same group of prompts to be read."""
+    """Each client streams completions back to back for `seconds` (after a warm-up), of
+    `max_tokens` characters, or of a length drawn uniformly from a (low, high) range.
+    Clients start one by one over the first second, as independent users would arrive."""
     stop_at = time.perf_counter() + seconds + 3
     count_from = stop_at - seconds
     counted = [0] * clients
@@ -133,10 +140,12 @@ def load_test(
         time.sleep(index / clients)
         connection = http.client.HTTPConnection(host, int(port), timeout=120)
         seed = index * 1000
+        lengths = random.Random(index)
         while time.perf_counter() < stop_at:
             seed += 1
+            length = max_tokens if isinstance(max_tokens, int) else lengths.randint(*max_tokens)
             began = time.perf_counter()
-            first, chars = stream_completion(connection, prompt, max_tokens, seed)
+            first, chars = stream_completion(connection, prompt, length, seed)
             if began >= count_from:
                 counted[index] += chars
                 first_chars[index].append(first)
@@ -198,6 +207,7 @@ def main():
         try:
             results["clients"] = {n: load_test(url, n, args.seconds, 400) for n in (1, 8, 32, 64)}
             results["first_char"] = {n: load_test(url, n, args.seconds, 50) for n in (1, 32)}
+            results["varied_lengths"] = load_test(url, 32, args.seconds, (200, 600))
             results["sampler_job"] = load_test(url, 64, args.seconds, 500, prompt=PROMPT[:1])
             many_requests(url, 500)
             results["rss_mb"] = {0: rss_mb(process.pid)}
@@ -237,6 +247,13 @@ def report(results: dict) -> str:
             f"| {clients} | {figures['first_char_p50_ms']:.0f} ms | "
             f"{figures['first_char_p99_ms']:.0f} ms | {figures['completions']} |"
         )
+    varied = results["varied_lengths"]
+    lines += [
+        "",
+        f"32 clients asking for 200-600 characters: {varied['chars_per_s']:,.0f} chars/s, "
+        f"first character p50 {varied['first_char_p50_ms']:.0f} ms, "
+        f"p99 {varied['first_char_p99_ms']:.0f} ms",
+    ]
     job = results["sampler_job"]["chars_per_s"]
     lines += [
         "",

@@ -458,6 +458,95 @@ def test_a_stream_holds_its_lane_while_the_decoder_advances_it(trained_run):
     assert seen and set(seen) == {1}
 
 
+def engine_streams(vocab, prompt: str, length: int, on_finish=lambda: None):
+    from charlm.serve.engine import request_streams
+
+    def emit(text, reason):
+        if reason:
+            on_finish()
+
+    return request_streams(
+        vocab.encode(prompt),
+        1,
+        5,
+        lambda _: emit,
+        length=length,
+        temperature=0.9,
+        top_k=0,
+        top_p=1.0,
+        stop=[],
+    )
+
+
+def test_no_chunk_starts_while_a_prompt_is_read(trained_run):
+    """Prompts are read first: while one is being read, the running streams wait (the
+    chunk already running may end, but no other starts), so the read has the cores."""
+    from charlm.generate import Sampler
+    from charlm.run.load import load_checkpoint
+    from charlm.serve.engine import Engine
+
+    loaded = load_checkpoint(trained_run)
+    sampler = Sampler(loaded.model, loaded.vocab)
+    engine = Engine(sampler, lanes=4)
+    reads, chunk_starts = [], []
+    read_prompts, generate = sampler.read_prompts, sampler.generate
+
+    def slow_read(prompts):
+        started = time.perf_counter()
+        time.sleep(0.3)  # a read long enough for many chunks to start beside it
+        result = read_prompts(prompts)
+        reads.append((started, time.perf_counter()))
+        return result
+
+    def recording_generate(*args):
+        if threading.current_thread().name == "charlm-decoder":
+            chunk_starts.append(time.perf_counter())
+        return generate(*args)
+
+    sampler.read_prompts, sampler.generate = slow_read, recording_generate
+    second_done = threading.Event()
+    engine.start()
+    engine.submit(engine_streams(loaded.vocab, "the cat", 3000))
+    while not chunk_starts:
+        time.sleep(0.01)
+    engine.submit(engine_streams(loaded.vocab, "the dog", 40, second_done.set))
+    assert second_done.wait(60)
+    engine.stop()
+    started, ended = reads[-1]
+    assert [t for t in chunk_starts if started < t < ended] == []
+    assert any(t > ended for t in chunk_starts)  # and decoding went on after it
+
+
+def test_a_finished_stream_frees_its_lane_before_the_next_chunk(trained_run):
+    """A stream done in one chunk is out of the lanes before the next chunk starts, so
+    the request its client sends next can be read during that chunk."""
+    from charlm.generate import Sampler
+    from charlm.run.load import load_checkpoint
+    from charlm.serve.engine import Engine
+
+    loaded = load_checkpoint(trained_run)
+    sampler = Sampler(loaded.model, loaded.vocab)
+    engine = Engine(sampler, lanes=2)
+    done_while_advanced = []
+    generate = sampler.generate
+
+    def recording_generate(*args):
+        if threading.current_thread().name == "charlm-decoder":
+            done_while_advanced.append(sum(s.done for s in engine.active.streams))
+        return generate(*args)
+
+    sampler.generate = recording_generate
+    long_done = threading.Event()
+    engine.start()
+    engine.submit(
+        engine_streams(loaded.vocab, "the cat", 300, long_done.set)
+        + engine_streams(loaded.vocab, "the dog", 40)
+    )
+    assert long_done.wait(60)
+    engine.stop()
+    assert len(done_while_advanced) > 3 and set(done_while_advanced) == {0}
+
+
 def test_prompts_are_grouped_by_length_shortest_first():
     from charlm.serve.engine import Stream, by_prompt_length
 

@@ -6,9 +6,13 @@ call per chunk of characters, while another thread reads the prompts of new stre
     lanes --(one Sampler.generate call for all of them, a chunk of characters)--> emit()
     a stream leaves its lane when it has its length, hits a stop string, or is cancelled
 
-Reading a prompt takes one model step per character, like generating does; on its own
-thread it overlaps the decoder's chunks instead of stopping every running stream for it,
-and a new stream's first character is sent as soon as its prompt is read.
+Reading a prompt takes one model step per character, like generating does. Prompts are
+read first: the reader starts as soon as a request arrives and a lane is free, and the
+decoder does not start a chunk while a prompt is being read or could be. The two never
+share the cores for long (at most the chunk already running when a request arrives), so
+a prompt is read about as fast as alone and its first character is sent at once; and
+streams that arrive together are read together, in one batch, which is what makes
+reading cheap (docs/results.md measures both).
 
 A recurrent model makes this simple: a stream's whole state is a few vectors per layer,
 so joining or leaving the batch is a gather of those vectors, with no cache that grows.
@@ -30,9 +34,9 @@ import tensorflow as tf
 from charlm.generate import Lanes, Sampler, sampling_mode, stream_seed
 
 # Characters per batched call. Each call costs a few milliseconds besides its steps, so
-# long calls serve more characters per second; short ones let streams whose prompts are
-# being read join sooner. Short while prompts are waiting or being read, long otherwise.
-SHORT_CHUNK, LONG_CHUNK = 8, 32
+# long calls serve more characters per second; but a new stream joins only when the
+# running call ends, and its prompt is read beside it, sharing the cores.
+CHUNK_STEPS = 32
 SHORT_PROMPT = 128  # prompts shorter than this are read together (see by_prompt_length)
 
 
@@ -210,21 +214,28 @@ class Engine:
     def decode(self) -> None:
         while True:
             with self.wake:
-                self.wake.wait_for(lambda: not self.running or self.ready or self.active.streams)
+                self.wake.wait_for(lambda: not self.running or self.may_decode())
                 if not self.running:
                     return
                 # Joined under the lock: a stream always counts in lanes_taken().
                 active = self.active
                 for batch in self.ready:
                     active = active.extend(batch)
-                self.active, self.ready = active, []
-                reading_soon = bool(self.pending) or self.reading > 0
-            active = active.without_done()
+                self.active, self.ready = active.without_done(), []
+                active = self.active
             if active.streams:
-                active = self.advance(active, SHORT_CHUNK if reading_soon else LONG_CHUNK)
+                active = self.advance(active, CHUNK_STEPS)
             with self.wake:
-                self.active = active
-                self.wake.notify_all()  # lanes may have been freed
+                # Finished streams leave now, not at the next chunk: their lanes are
+                # free for the requests their clients send next.
+                self.active = active.without_done()
+                self.wake.notify_all()
+
+    def may_decode(self) -> bool:
+        """Whether to start a chunk: there are streams, and no prompt is being read or
+        could be read now (prompts first, see the module's docstring)."""
+        has_streams = bool(self.ready or self.active.streams)
+        return has_streams and not (self.reading or self.can_read())
 
     def advance(self, batch: Batch, steps: int) -> Batch:
         """`steps` characters for the streams of `batch`, handed to them."""
