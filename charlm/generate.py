@@ -178,32 +178,11 @@ class Sampler:
 
     def read_prompts(self, prompts: list[np.ndarray]):
         """The logits and states after each of `prompts` (1-D id arrays, of any lengths,
-        none empty), read together: padded on the left, with a mask that keeps each
-        row's states untouched until its prompt begins. Read READ_CHARS columns per call,
-        so memory stays flat for a prompt of any length; a row's numbers are the same
-        whatever rows it is read with (see MIN_ROWS and BLOCK_ROWS)."""
-        # Rows padded as for generation (see row_bucket) and every call READ_CHARS wide
-        # (the last one stops early): the few shapes XLA compiles a program for.
-        width = max(len(prompt) for prompt in prompts)
-        rows = len(prompts)
-        padded = row_bucket(rows)
-        ids = np.zeros((padded, width), np.int32)
-        mask = np.zeros_like(ids, bool)
-        for row, prompt in enumerate(prompts):
-            ids[row, width - len(prompt) :] = prompt
-            mask[row, width - len(prompt) :] = True
-        logits, states = tf.zeros((padded, self.vocab.size)), self.initial_states(padded)
-        for start in range(0, width, READ_CHARS):
-            piece = slice(start, start + READ_CHARS)
-            steps = min(READ_CHARS, width - start)
-            logits, states = self.read_chunk(
-                tf.constant(pad_columns(ids[:, piece], READ_CHARS)),
-                tf.constant(pad_columns(mask[:, piece], READ_CHARS)),
-                tf.constant(steps),
-                logits,
-                states,
-            )
-        return logits[:rows], [[state[:rows] for state in layer] for layer in states]
+        none empty), read together (see PromptReading)."""
+        reading = PromptReading(self, prompts)
+        while not reading.done:
+            reading.read_piece()
+        return reading.result()
 
     def generate(self, logits, states, lanes: Lanes, steps: int, mode: str):
         """`steps` (at most CHUNK) characters for every lane: (ids (lanes, steps), logits,
@@ -261,6 +240,50 @@ class Sampler:
     def start_token(self) -> int:
         """Without a prime, generation starts as if after a newline (or the first character)."""
         return self.vocab.chars.index("\n") if "\n" in self.vocab.chars else 0
+
+
+class PromptReading:
+    """Prompts being read together, READ_CHARS columns per call, so memory stays flat for
+    a prompt of any length and a caller can do other work between calls. The prompts are
+    padded on the left, with a mask that keeps each row's states untouched until its
+    prompt begins; a row's numbers are the same whatever rows it is read with (see
+    MIN_ROWS and BLOCK_ROWS)."""
+
+    def __init__(self, sampler: Sampler, prompts: list[np.ndarray]):
+        self.read_chunk = sampler.read_chunk
+        self.rows = len(prompts)
+        self.width = max(len(prompt) for prompt in prompts)
+        # Rows padded as for generation (see row_bucket) and every call READ_CHARS wide
+        # (the last one stops early): the few shapes XLA compiles a program for.
+        padded = row_bucket(self.rows)
+        self.ids = np.zeros((padded, self.width), np.int32)
+        self.mask = np.zeros_like(self.ids, bool)
+        for row, prompt in enumerate(prompts):
+            self.ids[row, self.width - len(prompt) :] = prompt
+            self.mask[row, self.width - len(prompt) :] = True
+        self.logits = tf.zeros((padded, sampler.vocab.size))
+        self.states = sampler.initial_states(padded)
+        self.start = 0  # the next column to read
+
+    @property
+    def done(self) -> bool:
+        return self.start >= self.width
+
+    def read_piece(self) -> None:
+        piece = slice(self.start, self.start + READ_CHARS)
+        self.logits, self.states = self.read_chunk(
+            tf.constant(pad_columns(self.ids[:, piece], READ_CHARS)),
+            tf.constant(pad_columns(self.mask[:, piece], READ_CHARS)),
+            tf.constant(min(READ_CHARS, self.width - self.start)),
+            self.logits,
+            self.states,
+        )
+        self.start += READ_CHARS
+
+    def result(self):
+        """The logits and states after each prompt, once done."""
+        rows = self.rows
+        return self.logits[:rows], [[state[:rows] for state in layer] for layer in self.states]
 
 
 def sampling_mode(lanes: Lanes) -> str:

@@ -458,6 +458,22 @@ def test_a_stream_holds_its_lane_while_the_decoder_advances_it(trained_run):
     assert seen and set(seen) == {1}
 
 
+def slow_pieces(pieces: list):
+    """PromptReading.read_piece, slowed so that many chunks could start during a read,
+    recording when each piece started and ended."""
+    from charlm.generate import PromptReading
+
+    read_piece = PromptReading.read_piece
+
+    def slow_read_piece(reading):
+        started = time.perf_counter()
+        time.sleep(0.3)
+        read_piece(reading)
+        pieces.append((started, time.perf_counter()))
+
+    return slow_read_piece
+
+
 def engine_streams(vocab, prompt: str, length: int, on_finish=lambda: None):
     from charlm.serve.engine import request_streams
 
@@ -478,43 +494,100 @@ def engine_streams(vocab, prompt: str, length: int, on_finish=lambda: None):
     )
 
 
-def test_no_chunk_starts_while_a_prompt_is_read(trained_run):
-    """Prompts are read first: while one is being read, the running streams wait (the
-    chunk already running may end, but no other starts), so the read has the cores."""
-    from charlm.generate import Sampler
+@pytest.mark.parametrize(
+    "prompt, chunks_beside",
+    [("the dog", False), ("the dog ran. " * 50, True)],
+    ids=["short prompt", "long prompt"],
+)
+def test_short_prompts_are_read_first_long_ones_beside_the_streams(
+    trained_run, monkeypatch, prompt, chunks_beside
+):
+    """While a short prompt is read, the running streams wait (the chunk already running
+    may end, but no other starts), so the read has the cores. A long prompt is read
+    beside them: it would stop them for as long as it takes to read."""
+    from charlm.generate import PromptReading, Sampler
     from charlm.run.load import load_checkpoint
     from charlm.serve.engine import Engine
 
     loaded = load_checkpoint(trained_run)
     sampler = Sampler(loaded.model, loaded.vocab)
     engine = Engine(sampler, lanes=4)
-    reads, chunk_starts = [], []
-    read_prompts, generate = sampler.read_prompts, sampler.generate
-
-    def slow_read(prompts):
-        started = time.perf_counter()
-        time.sleep(0.3)  # a read long enough for many chunks to start beside it
-        result = read_prompts(prompts)
-        reads.append((started, time.perf_counter()))
-        return result
+    pieces, chunk_starts = [], []
+    monkeypatch.setattr(PromptReading, "read_piece", slow_pieces(pieces))
+    generate = sampler.generate
 
     def recording_generate(*args):
         if threading.current_thread().name == "charlm-decoder":
             chunk_starts.append(time.perf_counter())
         return generate(*args)
 
-    sampler.read_prompts, sampler.generate = slow_read, recording_generate
+    sampler.generate = recording_generate
     second_done = threading.Event()
     engine.start()
     engine.submit(engine_streams(loaded.vocab, "the cat", 3000))
     while not chunk_starts:
         time.sleep(0.01)
-    engine.submit(engine_streams(loaded.vocab, "the dog", 40, second_done.set))
+    pieces.clear()
+    engine.submit(engine_streams(loaded.vocab, prompt, 40, second_done.set))
     assert second_done.wait(60)
     engine.stop()
-    started, ended = reads[-1]
-    assert [t for t in chunk_starts if started < t < ended] == []
+    started, ended = pieces[0][0], pieces[-1][1]
+    beside = [t for t in chunk_starts if started < t < ended]
+    assert bool(beside) == chunks_beside
     assert any(t > ended for t in chunk_starts)  # and decoding went on after it
+
+
+def test_a_short_prompt_is_read_between_the_pieces_of_a_long_one(trained_run, monkeypatch):
+    """A long prompt is read a piece at a time; a short one that arrives meanwhile is
+    read at the next piece's end and has its first character long before the long one."""
+    from charlm.generate import PromptReading, Sampler
+    from charlm.run.load import load_checkpoint
+    from charlm.serve.engine import Engine
+
+    loaded = load_checkpoint(trained_run)
+    engine = Engine(Sampler(loaded.model, loaded.vocab), lanes=4)
+    pieces, finished = [], {}
+    monkeypatch.setattr(PromptReading, "read_piece", slow_pieces(pieces))
+
+    def finish(name):
+        return lambda: finished.setdefault(name, time.perf_counter())
+
+    engine.start()  # compiles, reading prompts of its own
+    pieces.clear()
+    engine.submit(engine_streams(loaded.vocab, "the dog ran. " * 50, 1, finish("long")))
+    while not pieces:  # the long read has begun
+        time.sleep(0.01)
+    engine.submit(engine_streams(loaded.vocab, "the cat", 1, finish("short")))
+    deadline = time.time() + 60
+    while len(finished) < 2 and time.time() < deadline:
+        time.sleep(0.01)
+    engine.stop()
+    assert finished["short"] < finished["long"] - 0.6  # at least two of its pieces earlier
+
+
+def test_a_long_read_stops_when_its_client_leaves(trained_run, monkeypatch):
+    """A client that disconnects while its long prompt is read frees its lane at the
+    next piece's end; the rest of the prompt is not read."""
+    from charlm.generate import PromptReading, Sampler
+    from charlm.run.load import load_checkpoint
+    from charlm.serve.engine import Engine
+
+    loaded = load_checkpoint(trained_run)
+    engine = Engine(Sampler(loaded.model, loaded.vocab), lanes=4)
+    pieces = []
+    monkeypatch.setattr(PromptReading, "read_piece", slow_pieces(pieces))
+    engine.start()
+    pieces.clear()
+    streams = engine_streams(loaded.vocab, "the dog ran. " * 50, 40)  # 6 pieces
+    engine.submit(streams)
+    while not pieces:
+        time.sleep(0.01)
+    streams[0].cancelled = True
+    deadline = time.time() + 60
+    while engine.load()["active"] and time.time() < deadline:
+        time.sleep(0.01)
+    engine.stop()
+    assert engine.load()["active"] == 0 and len(pieces) <= 2
 
 
 def test_a_finished_stream_frees_its_lane_before_the_next_chunk(trained_run):

@@ -12,7 +12,10 @@ decoder does not start a chunk while a prompt is being read or could be. The two
 share the cores for long (at most the chunk already running when a request arrives), so
 a prompt is read about as fast as alone and its first character is sent at once; and
 streams that arrive together are read together, in one batch, which is what makes
-reading cheap (docs/results.md measures both).
+reading cheap (docs/results.md measures both). Only short prompts (under SHORT_PROMPT
+characters, one compiled call) come first. A long one is read beside the running streams,
+which a prompt of 100,000 characters would otherwise stop for seconds, a piece at a time,
+and short prompts that arrive meanwhile are read between its pieces.
 
 A recurrent model makes this simple: a stream's whole state is a few vectors per layer,
 so joining or leaving the batch is a gather of those vectors, with no cache that grows.
@@ -31,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from charlm.generate import Lanes, Sampler, sampling_mode, stream_seed
+from charlm.generate import Lanes, PromptReading, Sampler, sampling_mode, stream_seed
 
 # Characters per batched call. Each call costs a few milliseconds besides its steps, so
 # long calls serve more characters per second; but a new stream joins only when the
@@ -135,6 +138,8 @@ class Engine:
         self.queue_limit = queue_limit
         self.pending: deque[Stream] = deque()  # prompt not read yet
         self.reading = 0  # streams whose prompts are being read
+        self.reading_short = False  # short prompts are being read: no chunk starts
+        self.long_reads: deque[tuple[list[Stream], PromptReading]] = deque()  # reader's own
         self.ready: list[Batch] = []  # prompt read, waiting for a chunk boundary
         self.active = EMPTY  # advanced by the decoder
         self.wake = threading.Condition()
@@ -175,19 +180,55 @@ class Engine:
 
     # ------------------------------------------------------------ the reader thread
     def read_prompts(self) -> None:
+        """Short prompts are read as soon as a lane is free, in one call; long ones a
+        piece per turn, so that short prompts arriving meanwhile are read between pieces
+        instead of waiting for the whole of a long one."""
         while True:
             with self.wake:
-                self.wake.wait_for(lambda: not self.running or self.can_read())
+                self.wake.wait_for(lambda: not self.running or self.can_read() or self.long_reads)
                 if not self.running:
                     return
-                joining = self.take_pending()
-                self.reading = len(joining)
-            for group in by_prompt_length(joining):
-                batch = self.read(group)
-                with self.wake:
-                    self.ready.append(batch)
-                    self.reading -= len(group)
-                    self.wake.notify_all()
+                groups = by_prompt_length(self.take_pending())
+                short = groups.pop(0) if groups and is_short(groups[0][0]) else []
+                for group in groups:
+                    self.long_reads.append((group, self.start_reading(group)))
+                self.reading += len(short) + sum(map(len, groups))
+                self.reading_short = bool(short)
+                self.wake.notify_all()  # unless short prompts are read, the decoder goes on
+            if short:
+                self.finish_reading(short, self.start_reading(short))
+            elif self.long_reads:
+                self.read_long_piece()
+
+    def start_reading(self, group: list[Stream]) -> PromptReading:
+        return PromptReading(self.sampler, [stream.prompt_ids for stream in group])
+
+    def read_long_piece(self) -> None:
+        """A piece of the oldest long read; finished when done, or dropped as soon as all
+        its clients have gone, which frees their lanes."""
+        group, reading = self.long_reads[0]
+        abandoned = all(stream.cancelled for stream in group)
+        if not abandoned:
+            reading.read_piece()
+        if abandoned or reading.done:
+            self.long_reads.popleft()
+            self.finish_reading(group, None if abandoned else reading)
+
+    def finish_reading(self, group: list[Stream], reading: PromptReading | None) -> None:
+        """Read what is left and draw each stream's first character at once (a new
+        stream waits for its prompt, not for a chunk); then hand the streams to the
+        decoder."""
+        batch = None
+        if reading is not None:
+            while not reading.done:
+                reading.read_piece()
+            batch = self.advance(Batch(group, *reading.result()), 1)
+        with self.wake:
+            if batch is not None:
+                self.ready.append(batch)
+            self.reading -= len(group)
+            self.reading_short = False
+            self.wake.notify_all()
 
     def can_read(self) -> bool:
         return bool(self.pending) and self.lanes_taken() < self.lane_count
@@ -203,12 +244,6 @@ class Engine:
             if not stream.cancelled:
                 joining.append(stream)
         return joining
-
-    def read(self, group: list[Stream]) -> Batch:
-        """Read the prompts together and draw each stream's first character at once: a
-        new stream waits for its prompt, not for a chunk."""
-        logits, states = self.sampler.read_prompts([s.prompt_ids for s in group])
-        return self.advance(Batch(group, logits, states), 1)
 
     # ------------------------------------------------------------ the decoder thread
     def decode(self) -> None:
@@ -232,10 +267,11 @@ class Engine:
                 self.wake.notify_all()
 
     def may_decode(self) -> bool:
-        """Whether to start a chunk: there are streams, and no prompt is being read or
-        could be read now (prompts first, see the module's docstring)."""
+        """Whether to start a chunk: there are streams, and no short prompt is being
+        read or could be read now (short prompts first, see the module's docstring)."""
         has_streams = bool(self.ready or self.active.streams)
-        return has_streams and not (self.reading or self.can_read())
+        short_readable = self.can_read() and any(map(is_short, self.pending))
+        return has_streams and not (self.reading_short or short_readable)
 
     def advance(self, batch: Batch, steps: int) -> Batch:
         """`steps` characters for the streams of `batch`, handed to them."""
@@ -248,6 +284,10 @@ class Engine:
             if not stream.done:
                 stream.take(self.vocab.decode(ids[row]))
         return Batch(batch.streams, logits, states)
+
+
+def is_short(stream: Stream) -> bool:
+    return len(stream.prompt_ids) < SHORT_PROMPT
 
 
 def by_prompt_length(streams: list[Stream]) -> list[list[Stream]]:
