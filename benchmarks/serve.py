@@ -14,7 +14,9 @@ speed does not depend on the weights), in one run:
    together, which is the worst case for the first character;
 4. 64 clients doing the sampler's own job (a 1-character prompt, 500 characters), which
    tells the cost of serving from the cost of reading prompts;
-5. the server's resident memory after 500 requests, then after each quarter of 10,000
+5. 8 clients' load with one request of a 20,000-character prompt sent in the middle:
+   the others' first characters and the longest pause in their streams;
+6. the server's resident memory after 500 requests, then after each quarter of 10,000
    more.
 
     python benchmarks/serve.py [--seconds 15] [--requests 10000] [--json]
@@ -102,21 +104,26 @@ def start_server(run: Path) -> tuple[subprocess.Popen, str]:
 def stream_completion(
     connection: http.client.HTTPConnection, prompt: str, max_tokens: int, seed: int
 ):
-    """(seconds to the first character, characters received) of one streamed completion.
+    """(seconds to the first character, characters received, the longest wait between
+    two pieces of text) of one streamed completion.
     http.client, not a heavier client: the load generator shares the machine's cores
     with the server, and every cycle it spends is one the server does not get."""
     started = time.perf_counter()
-    first, chars = None, 0
+    first, chars, longest_gap, last = None, 0, 0.0, None
     body = json.dumps({"prompt": prompt, "max_tokens": max_tokens, "seed": seed, "stream": True})
     connection.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
     response = connection.getresponse()
     for line in response:
         if line.startswith(b"data: {"):
             text = json.loads(line[6:])["choices"][0]["text"]
+            now = time.perf_counter()
             if text and first is None:
-                first = time.perf_counter() - started
+                first = now - started
+            if text and last is not None:
+                longest_gap = max(longest_gap, now - last)
+            last = now if text else last
             chars += len(text)
-    return first, chars
+    return first, chars, longest_gap
 
 
 def load_test(
@@ -133,6 +140,7 @@ def load_test(
     count_from = stop_at - seconds
     counted = [0] * clients
     first_chars = [[] for _ in range(clients)]
+    gaps = [0.0] * clients
 
     host, port = url.removeprefix("http://").split(":")
 
@@ -145,10 +153,11 @@ def load_test(
             seed += 1
             length = max_tokens if isinstance(max_tokens, int) else lengths.randint(*max_tokens)
             began = time.perf_counter()
-            first, chars = stream_completion(connection, prompt, length, seed)
+            first, chars, gap = stream_completion(connection, prompt, length, seed)
             if began >= count_from:
                 counted[index] += chars
                 first_chars[index].append(first)
+                gaps[index] = max(gaps[index], gap)
         connection.close()
 
     threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(clients)]
@@ -162,7 +171,27 @@ def load_test(
         "first_char_p50_ms": 1000 * statistics.median(waits) if waits else None,
         "first_char_p99_ms": 1000 * waits[int(0.99 * (len(waits) - 1))] if waits else None,
         "completions": len(waits),
+        "longest_pause_ms": 1000 * max(gaps),
     }
+
+
+def long_prompt_beside(url: str, seconds: float) -> dict:
+    """8 clients' load (as in load_test) with one request of a 20,000-character prompt
+    sent in the middle of it: how long it takes, and what it does to the others."""
+    took = {}
+
+    def long_request():
+        time.sleep(3 + seconds / 3)
+        started = time.perf_counter()
+        body = {"prompt": (PROMPT * 200)[:20_000], "max_tokens": 5}
+        httpx.post(f"{url}/v1/completions", json=body, timeout=600).raise_for_status()
+        took["seconds"] = time.perf_counter() - started
+
+    sender = threading.Thread(target=long_request)
+    sender.start()
+    results = load_test(url, 8, seconds, 400)
+    sender.join()
+    return {**results, "long_request_s": took["seconds"]}
 
 
 def rss_mb(pid: int) -> float:
@@ -209,6 +238,7 @@ def main():
             results["first_char"] = {n: load_test(url, n, args.seconds, 50) for n in (1, 32)}
             results["varied_lengths"] = load_test(url, 32, args.seconds, (200, 600))
             results["sampler_job"] = load_test(url, 64, args.seconds, 500, prompt=PROMPT[:1])
+            results["long_prompt_beside"] = long_prompt_beside(url, args.seconds)
             many_requests(url, 500)
             results["rss_mb"] = {0: rss_mb(process.pid)}
             for done in range(1, 5):
@@ -253,6 +283,15 @@ def report(results: dict) -> str:
         f"32 clients asking for 200-600 characters: {varied['chars_per_s']:,.0f} chars/s, "
         f"first character p50 {varied['first_char_p50_ms']:.0f} ms, "
         f"p99 {varied['first_char_p99_ms']:.0f} ms",
+    ]
+    beside = results["long_prompt_beside"]
+    lines += [
+        "",
+        f"8 clients with a 20,000-character prompt sent among them: {beside['chars_per_s']:,.0f} "
+        f"chars/s, first character p50 {beside['first_char_p50_ms']:.0f} ms, p99 "
+        f"{beside['first_char_p99_ms']:.0f} ms, longest pause in a stream "
+        f"{beside['longest_pause_ms']:.0f} ms; the long request took "
+        f"{beside['long_request_s']:.1f} s",
     ]
     job = results["sampler_job"]["chars_per_s"]
     lines += [
