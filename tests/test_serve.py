@@ -423,22 +423,11 @@ def test_prompts_read_together_give_the_texts_charlm_sample_gives(trained_run):
 def test_a_stream_holds_its_lane_while_the_decoder_advances_it(trained_run):
     """A stream that joins the decoder counts as active while its chunks are computed,
     not only between them: /health reports it and no lane is given twice."""
-    from charlm.generate import Sampler
-    from charlm.run.load import load_checkpoint
-    from charlm.serve.engine import Engine, request_streams
+    from charlm.serve.engine import request_streams
 
-    loaded = load_checkpoint(trained_run)
-    sampler = Sampler(loaded.model, loaded.vocab)
-    engine = Engine(sampler, lanes=2)
+    loaded, sampler, engine = new_engine(trained_run, lanes=2)
     seen = []
-    generate = sampler.generate
-
-    def recording(*args):
-        if threading.current_thread().name == "charlm-decoder":
-            seen.append(engine.load()["active"])
-        return generate(*args)
-
-    sampler.generate = recording
+    on_each_chunk(sampler, lambda: seen.append(engine.load()["active"]))
     finished = threading.Event()
     streams = request_streams(
         loaded.vocab.encode("the cat"),
@@ -456,6 +445,29 @@ def test_a_stream_holds_its_lane_while_the_decoder_advances_it(trained_run):
     assert finished.wait(60)
     engine.stop()
     assert seen and set(seen) == {1}
+
+
+def new_engine(trained_run, lanes: int):
+    """(the loaded run, its Sampler, an Engine on it), not started."""
+    from charlm.generate import Sampler
+    from charlm.run.load import load_checkpoint
+    from charlm.serve.engine import Engine
+
+    loaded = load_checkpoint(trained_run)
+    sampler = Sampler(loaded.model, loaded.vocab)
+    return loaded, sampler, Engine(sampler, lanes=lanes)
+
+
+def on_each_chunk(sampler, record) -> None:
+    """Call record() whenever the decoder starts a chunk."""
+    generate = sampler.generate
+
+    def recording(*args):
+        if threading.current_thread().name == "charlm-decoder":
+            record()
+        return generate(*args)
+
+    sampler.generate = recording
 
 
 def slow_pieces(pieces: list):
@@ -505,23 +517,12 @@ def test_short_prompts_are_read_first_long_ones_beside_the_streams(
     """While a short prompt is read, the running streams wait (the chunk already running
     may end, but no other starts), so the read has the cores. A long prompt is read
     beside them: it would stop them for as long as it takes to read."""
-    from charlm.generate import PromptReading, Sampler
-    from charlm.run.load import load_checkpoint
-    from charlm.serve.engine import Engine
+    from charlm.generate import PromptReading
 
-    loaded = load_checkpoint(trained_run)
-    sampler = Sampler(loaded.model, loaded.vocab)
-    engine = Engine(sampler, lanes=4)
+    loaded, sampler, engine = new_engine(trained_run, lanes=4)
     pieces, chunk_starts = [], []
     monkeypatch.setattr(PromptReading, "read_piece", slow_pieces(pieces))
-    generate = sampler.generate
-
-    def recording_generate(*args):
-        if threading.current_thread().name == "charlm-decoder":
-            chunk_starts.append(time.perf_counter())
-        return generate(*args)
-
-    sampler.generate = recording_generate
+    on_each_chunk(sampler, lambda: chunk_starts.append(time.perf_counter()))
     second_done = threading.Event()
     engine.start()
     engine.submit(engine_streams(loaded.vocab, "the cat", 3000))
@@ -540,12 +541,9 @@ def test_short_prompts_are_read_first_long_ones_beside_the_streams(
 def test_a_short_prompt_is_read_between_the_pieces_of_a_long_one(trained_run, monkeypatch):
     """A long prompt is read a piece at a time; a short one that arrives meanwhile is
     read at the next piece's end and has its first character long before the long one."""
-    from charlm.generate import PromptReading, Sampler
-    from charlm.run.load import load_checkpoint
-    from charlm.serve.engine import Engine
+    from charlm.generate import PromptReading
 
-    loaded = load_checkpoint(trained_run)
-    engine = Engine(Sampler(loaded.model, loaded.vocab), lanes=4)
+    loaded, _, engine = new_engine(trained_run, lanes=4)
     pieces, finished = [], {}
     monkeypatch.setattr(PromptReading, "read_piece", slow_pieces(pieces))
 
@@ -568,12 +566,9 @@ def test_a_short_prompt_is_read_between_the_pieces_of_a_long_one(trained_run, mo
 def test_a_long_read_stops_when_its_client_leaves(trained_run, monkeypatch):
     """A client that disconnects while its long prompt is read frees its lane at the
     next piece's end; the rest of the prompt is not read."""
-    from charlm.generate import PromptReading, Sampler
-    from charlm.run.load import load_checkpoint
-    from charlm.serve.engine import Engine
+    from charlm.generate import PromptReading
 
-    loaded = load_checkpoint(trained_run)
-    engine = Engine(Sampler(loaded.model, loaded.vocab), lanes=4)
+    loaded, _, engine = new_engine(trained_run, lanes=4)
     pieces = []
     monkeypatch.setattr(PromptReading, "read_piece", slow_pieces(pieces))
     engine.start()
@@ -593,22 +588,11 @@ def test_a_long_read_stops_when_its_client_leaves(trained_run, monkeypatch):
 def test_a_finished_stream_frees_its_lane_before_the_next_chunk(trained_run):
     """A stream done in one chunk is out of the lanes before the next chunk starts, so
     the request its client sends next can be read during that chunk."""
-    from charlm.generate import Sampler
-    from charlm.run.load import load_checkpoint
-    from charlm.serve.engine import Engine
-
-    loaded = load_checkpoint(trained_run)
-    sampler = Sampler(loaded.model, loaded.vocab)
-    engine = Engine(sampler, lanes=2)
+    loaded, sampler, engine = new_engine(trained_run, lanes=2)
     done_while_advanced = []
-    generate = sampler.generate
-
-    def recording_generate(*args):
-        if threading.current_thread().name == "charlm-decoder":
-            done_while_advanced.append(sum(s.done for s in engine.active.streams))
-        return generate(*args)
-
-    sampler.generate = recording_generate
+    on_each_chunk(
+        sampler, lambda: done_while_advanced.append(sum(s.done for s in engine.active.streams))
+    )
     long_done = threading.Event()
     engine.start()
     engine.submit(
