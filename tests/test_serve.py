@@ -585,6 +585,25 @@ def test_a_long_read_stops_when_its_client_leaves(trained_run, monkeypatch):
     assert engine.load()["active"] == 0 and len(pieces) <= 2
 
 
+def test_a_failed_read_does_not_stop_the_running_streams(trained_run):
+    """If reading a prompt fails, the streams already running still finish."""
+    loaded, _, engine = new_engine(trained_run, lanes=4)
+    running_done = threading.Event()
+    engine.start()
+    engine.submit(engine_streams(loaded.vocab, "the cat", 400, running_done.set))
+    while not engine.active.streams:
+        time.sleep(0.01)
+
+    def failing_emit(text, reason):
+        raise RuntimeError("the client's event loop is closed")
+
+    broken = engine_streams(loaded.vocab, "the dog", 40)
+    broken[0].emit = failing_emit
+    engine.submit(broken)
+    assert running_done.wait(60)
+    engine.stop()
+
+
 def test_a_finished_stream_frees_its_lane_before_the_next_chunk(trained_run):
     """A stream done in one chunk is out of the lanes before the next chunk starts, so
     the request its client sends next can be read during that chunk."""

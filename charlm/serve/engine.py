@@ -6,16 +6,16 @@ call per chunk of characters, while another thread reads the prompts of new stre
     lanes --(one Sampler.generate call for all of them, a chunk of characters)--> emit()
     a stream leaves its lane when it has its length, hits a stop string, or is cancelled
 
-Reading a prompt takes one model step per character, like generating does. Prompts are
-read first: the reader starts as soon as a request arrives and a lane is free, and the
-decoder does not start a chunk while a prompt is being read or could be. The two never
-share the cores for long (at most the chunk already running when a request arrives), so
-a prompt is read about as fast as alone and its first character is sent at once; and
-streams that arrive together are read together, in one batch, which is what makes
-reading cheap (docs/results.md measures both). Only short prompts (under SHORT_PROMPT
-characters, one compiled call) come first. A long one is read beside the running streams,
-which a prompt of 100,000 characters would otherwise stop for seconds, a piece at a time,
-and short prompts that arrive meanwhile are read between its pieces.
+Reading a prompt takes one model step per character, like generating does. Short
+prompts (under SHORT_PROMPT characters, one compiled call) are read first: the reader
+starts as soon as a request arrives and a lane is free, and the decoder does not start a
+chunk while a short prompt is being read or could be. The two then share the cores only
+for the chunk already running when the request arrived, so a short prompt is read about
+as fast as alone and its first character is sent at once; and streams that arrive
+together are read together, in one batch, which is what makes reading cheap
+(docs/results.md measures both). A long prompt is read beside the running streams, a
+piece at a time (one of 100,000 characters would otherwise stop them for seconds), and
+short prompts that arrive meanwhile are read between its pieces.
 
 A recurrent model makes this simple: a stream's whole state is a few vectors per layer,
 so joining or leaving the batch is a gather of those vectors, with no cache that grows.
@@ -195,17 +195,23 @@ class Engine:
                 self.reading += len(short) + sum(map(len, groups))
                 self.reading_short = bool(short)
                 self.wake.notify_all()  # unless short prompts are read, the decoder goes on
-            if short:
-                self.finish_reading(short, self.start_reading(short))
-            elif self.long_reads:
-                self.read_long_piece()
+            try:
+                if short:
+                    self.finish_reading(short, self.start_reading(short))
+                elif self.long_reads:
+                    self.read_long_piece()
+            except BaseException:
+                with self.wake:  # the decoder must not wait for a read that will not end
+                    self.reading_short = False
+                    self.wake.notify_all()
+                raise
 
     def start_reading(self, group: list[Stream]) -> PromptReading:
         return PromptReading(self.sampler, [stream.prompt_ids for stream in group])
 
     def read_long_piece(self) -> None:
-        """A piece of the oldest long read; finished when done, or dropped as soon as all
-        its clients have gone, which frees their lanes."""
+        """A piece of the oldest long read; finished when done, or dropped when its turn
+        comes and all its clients have gone, which frees their lanes."""
         group, reading = self.long_reads[0]
         abandoned = all(stream.cancelled for stream in group)
         if not abandoned:
@@ -258,6 +264,7 @@ class Engine:
                     active = active.extend(batch)
                 self.active, self.ready = active.without_done(), []
                 active = self.active
+                self.wake.notify_all()  # lanes of streams done on joining are free
             if active.streams:
                 active = self.advance(active, CHUNK_STEPS)
             with self.wake:
