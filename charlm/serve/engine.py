@@ -6,16 +6,13 @@ call per chunk of characters, while another thread reads the prompts of new stre
     lanes --(one Sampler.generate call for all of them, a chunk of characters)--> emit()
     a stream leaves its lane when it has its length, hits a stop string, or is cancelled
 
-Reading a prompt takes one model step per character, like generating does. Short
-prompts (under SHORT_PROMPT characters, one compiled call) are read first: the reader
-starts as soon as a request arrives and a lane is free, and the decoder does not start a
-chunk while a short prompt is being read or could be. The two then share the cores only
-for the chunk already running when the request arrived, so a short prompt is read about
-as fast as alone and its first character is sent at once; and streams that arrive
-together are read together, in one batch, which is what makes reading cheap
-(docs/results.md measures both). A long prompt is read beside the running streams, a
-piece at a time (one of 100,000 characters would otherwise stop them for seconds), and
-short prompts that arrive meanwhile are read between its pieces.
+Reading a prompt takes a model step per character, as generating does. Short prompts
+(under SHORT_PROMPT characters, one compiled call) come first: no chunk starts while one
+is being read or could be, so a read shares the cores only with the chunk running when
+its request came, and its first character is sent at once; prompts that arrive together
+are read in one batch, which makes reading cheap (docs/results.md). A long prompt is read
+a piece at a time beside the running streams (one of 100,000 characters would otherwise
+stop them for seconds), and short prompts that arrive meanwhile are read between pieces.
 
 A recurrent model makes this simple: a stream's whole state is a few vectors per layer,
 so joining or leaving the batch is a gather of those vectors, with no cache that grows.
@@ -149,7 +146,6 @@ class Engine:
             threading.Thread(target=self.decode, name="charlm-decoder", daemon=True),
         ]
 
-    # ------------------------------------------------------------ outside the threads
     def start(self) -> None:
         self.sampler.compile(self.lane_count)
         self.running = True
@@ -178,11 +174,9 @@ class Engine:
                 "waiting": len(self.pending),
             }
 
-    # ------------------------------------------------------------ the reader thread
     def read_prompts(self) -> None:
         """Short prompts are read as soon as a lane is free, in one call; long ones a
-        piece per turn, so that short prompts arriving meanwhile are read between pieces
-        instead of waiting for the whole of a long one."""
+        piece per turn, so that short prompts arriving meanwhile are read between pieces."""
         while True:
             with self.wake:
                 self.wake.wait_for(lambda: not self.running or self.can_read() or self.long_reads)
@@ -191,13 +185,13 @@ class Engine:
                 groups = by_prompt_length(self.take_pending())
                 short = groups.pop(0) if groups and is_short(groups[0][0]) else []
                 for group in groups:
-                    self.long_reads.append((group, self.start_reading(group)))
+                    self.long_reads.append((group, PromptReading(self.sampler, prompts_of(group))))
                 self.reading += len(short) + sum(map(len, groups))
                 self.reading_short = bool(short)
                 self.wake.notify_all()  # unless short prompts are read, the decoder goes on
             try:
                 if short:
-                    self.finish_reading(short, self.start_reading(short))
+                    self.finish_reading(short, PromptReading(self.sampler, prompts_of(short)))
                 elif self.long_reads:
                     self.read_long_piece()
             except BaseException:
@@ -205,9 +199,6 @@ class Engine:
                     self.reading_short = False
                     self.wake.notify_all()
                 raise
-
-    def start_reading(self, group: list[Stream]) -> PromptReading:
-        return PromptReading(self.sampler, [stream.prompt_ids for stream in group])
 
     def read_long_piece(self) -> None:
         """A piece of the oldest long read; finished when done, or dropped when its turn
@@ -221,9 +212,8 @@ class Engine:
             self.finish_reading(group, None if abandoned else reading)
 
     def finish_reading(self, group: list[Stream], reading: PromptReading | None) -> None:
-        """Read what is left and draw each stream's first character at once (a new
-        stream waits for its prompt, not for a chunk); then hand the streams to the
-        decoder."""
+        """Read what is left, draw each stream's first character at once (it waits for its
+        prompt, not for a chunk) and hand the streams to the decoder."""
         batch = None
         if reading is not None:
             while not reading.done:
@@ -251,7 +241,6 @@ class Engine:
                 joining.append(stream)
         return joining
 
-    # ------------------------------------------------------------ the decoder thread
     def decode(self) -> None:
         while True:
             with self.wake:
@@ -293,15 +282,18 @@ class Engine:
         return Batch(batch.streams, logits, states)
 
 
+def prompts_of(streams: list[Stream]) -> list[np.ndarray]:
+    return [stream.prompt_ids for stream in streams]
+
+
 def is_short(stream: Stream) -> bool:
     return len(stream.prompt_ids) < SHORT_PROMPT
 
 
 def by_prompt_length(streams: list[Stream]) -> list[list[Stream]]:
-    """Streams whose prompts are read together, shortest first. Reading takes a step per
-    character of the longest prompt in a group, so prompts under SHORT_PROMPT characters
-    share one group and longer ones are grouped by their power of two (128-255, 256-511,
-    ...): a very long prompt does not hold up the short ones that arrived with it."""
+    """Streams whose prompts are read together, shortest first: prompts under SHORT_PROMPT
+    characters in one group, longer ones by their power of two (128-255, 256-511, ...), as
+    a group takes a step per character of its longest prompt."""
     groups: dict[int, list[Stream]] = {}
     for stream in streams:
         groups.setdefault((len(stream.prompt_ids) // SHORT_PROMPT).bit_length(), []).append(stream)
