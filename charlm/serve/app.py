@@ -186,8 +186,8 @@ async def gathered(events, streams, envelope, usage) -> dict:
 async def sse(events, streams, envelope, usage, completion):
     """OpenAI's chunk format: one event per choice with the text that came since the
     last one, the finish reason in the last event of each choice, then `data: [DONE]`.
-    A client that goes away cancels its streams (their lanes are freed at the next
-    chunk)."""
+    A client that goes away cancels its streams: their lanes are freed when the running
+    chunk ends (or, while a long prompt is read, at its turn for a piece)."""
     finished = 0
     generated = 0
     try:

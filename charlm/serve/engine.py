@@ -37,7 +37,7 @@ from charlm.generate import Lanes, PromptReading, Sampler, sampling_mode, stream
 # long calls serve more characters per second; but a new stream joins only when the
 # running call ends, and its prompt is read beside it, sharing the cores.
 CHUNK_STEPS = 32
-SHORT_PROMPT = 128  # prompts shorter than this are read together (see by_prompt_length)
+SHORT_PROMPT = 128  # shorter prompts are read first, together (see by_prompt_length)
 
 
 class Busy(Exception):
