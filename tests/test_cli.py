@@ -360,15 +360,16 @@ def test_a_second_ctrl_c_exits_at_once(tmp_path, corpus_file):
         stop.handle_signal(signal.SIGINT, None)
 
     run = tmp_path / "run"
-    process = endless_training(corpus_file, run)
+    process = endless_training(corpus_file, run, save_delay=60)
     err = collected_stderr(process)
     wait_for(lambda: "parameters" in "".join(err) or process.poll() is not None)
     time.sleep(1)  # the start-up line comes just before the signal handlers and step 1
     process.send_signal(signal.SIGINT)
-    wait_for(lambda: saving_started(run) or process.poll() is not None, timeout=60)
+    wait_for(lambda: partial_saves(run) or process.poll() is not None, timeout=60)
     assert process.poll() is None, "".join(err)
     process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=60) == 130, "".join(err)
+    # The save sleeps for a minute: only the second Ctrl-C can end it within 30 s.
+    assert process.wait(timeout=30) == 130, "".join(err)
     assert "charlm: interrupted" in "".join(err)
     assert "Traceback" not in "".join(err)
     latest = RunDir(run).latest_checkpoint()
@@ -470,11 +471,6 @@ def partial_saves(run):
     return [*(run / "checkpoints").glob(".tmp-*"), *run.glob(".tmp-model.keras*")]
 
 
-def saving_started(run):
-    """Whether a checkpoint is being (or has been) saved in a run directory."""
-    return bool(partial_saves(run)) or any((run / "checkpoints").glob("step-*"))
-
-
 def kill_while_saving(process, run, timeout=30):
     """Let a `charlm train` process train until it saves, kill -9 it the moment a
     temporary save file appears (polling every millisecond), and return the temporary
@@ -514,8 +510,10 @@ def collected_stderr(process):
     return lines
 
 
-def endless_training(corpus, run):
-    """A `charlm train` process that would run for a million steps (one evaluation)."""
+def endless_training(corpus, run, save_delay=0):
+    """A `charlm train` process that would run for a million steps (one evaluation).
+    With a `save_delay`, every model file the process saves is followed by that many
+    seconds' sleep inside the save, so that a test can signal it mid-save for sure."""
     settings = sets(
         *TINY_SETTINGS,
         f"data.corpus={corpus}",
@@ -523,4 +521,24 @@ def endless_training(corpus, run):
         "train.steps=1000000",
         "train.eval_interval=100000",
     )
-    return charlm_process("train", *settings)
+    if not save_delay:
+        return charlm_process("train", *settings)
+    slowed = SLOW_SAVES.format(delay=save_delay)
+    return subprocess.Popen(
+        [sys.executable, "-c", slowed, "train", *map(str, settings)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+SLOW_SAVES = """
+import time, keras
+save = keras.Model.save
+def slow_save(self, *args, **kwargs):
+    save(self, *args, **kwargs)
+    time.sleep({delay})
+keras.Model.save = slow_save
+from charlm.cli import main
+main()
+"""
