@@ -25,8 +25,9 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from charlm.serve.engine import Busy, Engine, request_streams
+from charlm.serve.engine import Busy, Engine
 from charlm.serve.requests import Completion, Limits, RequestError, parse_completion
+from charlm.serve.streams import request_streams
 
 STATIC = resources.files("charlm.serve") / "static"
 
@@ -168,6 +169,8 @@ async def gathered(events, streams, envelope, usage) -> dict:
             reasons[index] = reasons[index] or finish
     finally:
         cancel(streams)
+    if "error" in reasons:
+        raise generation_failed()
     completion_chars = sum(len(t) for t in texts)
     return {
         **envelope,
@@ -185,7 +188,8 @@ async def gathered(events, streams, envelope, usage) -> dict:
 
 async def sse(events, streams, envelope, usage, completion):
     """OpenAI's chunk format: one event per choice with the text that came since the
-    last one, the finish reason in the last event of each choice, then `data: [DONE]`.
+    last one, the finish reason in the last event of each choice, then `data: [DONE]`;
+    or, if the server fails a choice, an event with an error object instead of the rest.
     A client that goes away cancels its streams: their lanes are freed when the running
     chunk ends (or, while a long prompt is read, at its turn for a piece)."""
     finished = 0
@@ -197,6 +201,9 @@ async def sse(events, streams, envelope, usage, completion):
                 pieces.append(events.get_nowait())
             out = []
             for index, text, finish in merged(pieces):
+                if finish == "error":  # OpenAI's clients raise on an event with an error
+                    yield "".join(out) + event(generation_failed().body())
+                    return
                 finished += finish is not None
                 generated += len(text)
                 choice = {"text": text, "index": index, "logprobs": None, "finish_reason": finish}
@@ -217,6 +224,14 @@ async def sse(events, streams, envelope, usage, completion):
         yield "data: [DONE]\n\n"
     finally:
         cancel(streams)
+
+
+def generation_failed() -> RequestError:
+    return RequestError(
+        "the server failed while generating this completion (its log says why); try again",
+        status=500,
+        kind="server_error",
+    )
 
 
 def merged(pieces: list) -> list:

@@ -13,6 +13,8 @@ its request came, and its first character is sent at once; prompts that arrive t
 are read in one batch, which makes reading cheap (docs/results.md). A long prompt is read
 a piece at a time beside the running streams (one of 100,000 characters would otherwise
 stop them for seconds), and short prompts that arrive meanwhile are read between pieces.
+A read or a chunk that fails (TensorFlow out of memory, say) ends its own streams with
+finish reason "error" and is logged; both threads go on serving the others.
 
 A recurrent model makes this simple: a stream's whole state is a few vectors per layer,
 so joining or leaving the batch is a gather of those vectors, with no cache that grows.
@@ -23,15 +25,14 @@ streams run beside it.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
 
-import numpy as np
-import tensorflow as tf
+from charlm.generate import PromptReading, Sampler, sampling_mode
+from charlm.serve.streams import EMPTY, Batch, Stream, lanes_of, prompts_of
 
-from charlm.generate import Lanes, PromptReading, Sampler, sampling_mode, stream_seed
+log = logging.getLogger("charlm.serve")
 
 # Characters per batched call. Each call costs a few milliseconds besides its steps, so
 # long calls serve more characters per second; but a new stream joins only when the
@@ -42,82 +43,6 @@ SHORT_PROMPT = 128  # shorter prompts are read first, together (see by_prompt_le
 
 class Busy(Exception):
     """More streams waiting than the queue holds."""
-
-
-@dataclass(eq=False)
-class Stream:
-    """One sample of one request, from its prompt to its finish."""
-
-    prompt_ids: np.ndarray
-    length: int
-    seed: int
-    temperature: float
-    top_k: int
-    top_p: float
-    stop: list[str]
-    emit: Callable[[str, str | None], None]  # (new text, finish reason or None)
-    cancelled: bool = False
-    text: str = ""  # generated so far
-    sent: int = 0  # characters of `text` already emitted
-    finish_reason: str | None = None
-    position: int = 0  # characters drawn so far
-
-    @property
-    def done(self) -> bool:
-        return self.cancelled or self.finish_reason is not None
-
-    def take(self, new_text: str) -> None:
-        """Append generated text; finish on a stop string or at the length."""
-        hold = max((len(s) for s in self.stop), default=1) - 1
-        searched_from = max(0, len(self.text) - hold)
-        self.text = (self.text + new_text)[: self.length]  # nothing past the length counts
-        for stop in self.stop:
-            found = self.text.find(stop, searched_from)
-            if found != -1:
-                self.text = self.text[:found]
-                self.finish_reason = "stop"
-        if self.finish_reason is None and len(self.text) >= self.length:
-            self.finish_reason = "length"
-        # Until the stream ends, a tail that may begin a stop string is held back.
-        ready = len(self.text) if self.finish_reason else max(self.sent, len(self.text) - hold)
-        if ready > self.sent or self.finish_reason:
-            self.emit(self.text[self.sent : ready], self.finish_reason)
-            self.sent = ready
-
-
-@dataclass
-class Batch:
-    """Streams and their rows of logits and states (per layer, per state)."""
-
-    streams: list[Stream]
-    logits: tf.Tensor
-    states: list
-
-    def extend(self, other: Batch) -> Batch:
-        if not self.streams:
-            return other
-        return Batch(
-            self.streams + other.streams,
-            tf.concat([self.logits, other.logits], axis=0),
-            [
-                [tf.concat([mine, theirs], axis=0) for mine, theirs in zip(a, b)]
-                for a, b in zip(self.states, other.states)
-            ],
-        )
-
-    def without_done(self) -> Batch:
-        kept = [i for i, stream in enumerate(self.streams) if not stream.done]
-        if len(kept) == len(self.streams):
-            return self
-        rows = tf.constant(kept, tf.int32)
-        return Batch(
-            [self.streams[i] for i in kept],
-            tf.gather(self.logits, rows),
-            [[tf.gather(state, rows) for state in layer] for layer in self.states],
-        )
-
-
-EMPTY = Batch([], None, [])
 
 
 class Engine:
@@ -189,42 +114,37 @@ class Engine:
                 self.reading += len(short) + sum(map(len, groups))
                 self.reading_short = bool(short)
                 self.wake.notify_all()  # unless short prompts are read, the decoder goes on
-            try:
-                if short:
-                    self.finish_reading(short, PromptReading(self.sampler, prompts_of(short)))
-                elif self.long_reads:
-                    self.read_long_piece()
-            except BaseException:
-                with self.wake:  # the decoder must not wait for a read that will not end
-                    self.reading_short = False
-                    self.wake.notify_all()
-                raise
+            if short:
+                self.read(short, PromptReading(self.sampler, prompts_of(short)), whole=True)
+            elif self.long_reads and self.read(*self.long_reads[0]):
+                self.long_reads.popleft()
 
-    def read_long_piece(self) -> None:
-        """A piece of the oldest long read; finished when done, or dropped when its turn
-        comes and all its clients have gone, which frees their lanes."""
-        group, reading = self.long_reads[0]
-        abandoned = all(stream.cancelled for stream in group)
-        if not abandoned:
-            reading.read_piece()
-        if abandoned or reading.done:
-            self.long_reads.popleft()
-            self.finish_reading(group, None if abandoned else reading)
-
-    def finish_reading(self, group: list[Stream], reading: PromptReading | None) -> None:
-        """Read what is left, draw each stream's first character at once (it waits for its
-        prompt, not for a chunk) and hand the streams to the decoder."""
+    def read(self, group: list[Stream], reading: PromptReading, whole: bool = False) -> bool:
+        """Read a piece of a group's prompts, or all of them if `whole`. Once they are read,
+        draw each stream's first character at once (it waits for its prompt, not for a
+        chunk) and hand the streams to the decoder. Returns whether the group is done
+        with: read, dropped because all its clients have gone, or failed."""
         batch = None
-        if reading is not None:
-            while not reading.done:
+        try:
+            if not all(stream.cancelled for stream in group):
                 reading.read_piece()
-            batch = self.advance(Batch(group, *reading.result()), 1)
+                while whole and not reading.done:
+                    reading.read_piece()
+                if not reading.done:
+                    return False
+                batch = self.advance(Batch(group, *reading.result()), 1)
+        except Exception:
+            log.exception("reading %d prompts failed; their requests end in error", len(group))
+            for stream in group:
+                stream.fail()
+            batch = None
         with self.wake:
             if batch is not None:
                 self.ready.append(batch)
             self.reading -= len(group)
             self.reading_short = False
             self.wake.notify_all()
+        return True
 
     def can_read(self) -> bool:
         return bool(self.pending) and self.lanes_taken() < self.lane_count
@@ -255,7 +175,7 @@ class Engine:
                 active = self.active
                 self.wake.notify_all()  # lanes of streams done on joining are free
             if active.streams:
-                active = self.advance(active, CHUNK_STEPS)
+                active = self.advance_or_fail(active)
             with self.wake:
                 # Finished streams leave now, not at the next chunk: their lanes are
                 # free for the requests their clients send next.
@@ -269,8 +189,20 @@ class Engine:
         short_readable = self.can_read() and any(map(is_short, self.pending))
         return has_streams and not (self.reading_short or short_readable)
 
+    def advance_or_fail(self, batch: Batch) -> Batch:
+        """A chunk for the running streams; if it fails, they end in error, and the
+        decoder goes on with the streams that join next."""
+        try:
+            return self.advance(batch, CHUNK_STEPS)
+        except Exception:
+            log.exception("a chunk of %d streams failed; they end in error", len(batch.streams))
+            for stream in batch.streams:
+                stream.fail()
+            return EMPTY
+
     def advance(self, batch: Batch, steps: int) -> Batch:
-        """`steps` characters for the streams of `batch`, handed to them."""
+        """`steps` characters for the streams of `batch`, handed to them. A stream whose
+        client cannot take its text (its `emit` raises) ends in error alone."""
         lanes = lanes_of(batch.streams)
         ids, logits, states = self.sampler.generate(
             batch.logits, batch.states, lanes, steps, sampling_mode(lanes)
@@ -278,12 +210,12 @@ class Engine:
         for row, stream in enumerate(batch.streams):
             stream.position += steps
             if not stream.done:
-                stream.take(self.vocab.decode(ids[row]))
+                try:
+                    stream.take(self.vocab.decode(ids[row]))
+                except Exception:
+                    log.exception("a stream's text could not be sent; it ends in error")
+                    stream.fail()
         return Batch(batch.streams, logits, states)
-
-
-def prompts_of(streams: list[Stream]) -> list[np.ndarray]:
-    return [stream.prompt_ids for stream in streams]
 
 
 def is_short(stream: Stream) -> bool:
@@ -298,22 +230,3 @@ def by_prompt_length(streams: list[Stream]) -> list[list[Stream]]:
     for stream in streams:
         groups.setdefault((len(stream.prompt_ids) // SHORT_PROMPT).bit_length(), []).append(stream)
     return [groups[key] for key in sorted(groups)]
-
-
-def lanes_of(streams: list[Stream]) -> Lanes:
-    return Lanes(
-        seeds=np.array([s.seed for s in streams], np.int64),
-        positions=np.array([s.position for s in streams], np.int64),
-        temperature=np.array([s.temperature for s in streams], np.float32),
-        top_k=np.array([s.top_k for s in streams], np.int32),
-        top_p=np.array([s.top_p for s in streams], np.float32),
-    )
-
-
-def request_streams(prompt_ids, n: int, seed: int, emitter, **controls) -> list[Stream]:
-    """The streams of a request for `n` samples: sample k uses seed stream_seed(seed, k),
-    as `charlm sample --num-samples n --seed seed` does, and emits through emitter(k)."""
-    return [
-        Stream(prompt_ids=prompt_ids, seed=stream_seed(seed, k), emit=emitter(k), **controls)
-        for k in range(n)
-    ]
