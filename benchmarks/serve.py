@@ -3,7 +3,8 @@
 On the reference model (Embedding 65 -> 64, 2x512 LSTM, Dense; trained one step, since
 speed does not depend on the weights), in one run:
 
-1. the Sampler's own rate for 64 streams, as `charlm bench` measures it (no server);
+1. the Sampler's own rate for 64 streams, as `charlm bench` measures it (no server),
+   before and after the load tests of points 2 and 4, whose ratios use the mean of both;
 2. a `charlm serve` process with 64 lanes; 1, 8, 32 and 64 concurrent clients each
    streaming completions back to back: aggregate characters per second received;
 3. time to the first character of each of those completions (after a 100-character
@@ -102,10 +103,15 @@ def start_server(run: Path) -> tuple[subprocess.Popen, str]:
 
 
 def stream_completion(
-    connection: http.client.HTTPConnection, prompt: str, max_tokens: int, seed: int
+    connection: http.client.HTTPConnection,
+    prompt: str,
+    max_tokens: int,
+    seed: int,
+    window: tuple[float, float],
 ):
-    """(seconds to the first character, characters received, the longest wait between
-    two pieces of text) of one streamed completion.
+    """(seconds to the first character, characters received within the `window` of
+    perf_counter times, the longest wait between two pieces of text) of one streamed
+    completion.
     http.client, not a heavier client: the load generator shares the machine's cores
     with the server, and every cycle it spends is one the server does not get."""
     started = time.perf_counter()
@@ -122,7 +128,7 @@ def stream_completion(
             if text and last is not None:
                 longest_gap = max(longest_gap, now - last)
             last = now if text else last
-            chars += len(text)
+            chars += len(text) if window[0] <= now < window[1] else 0
     return first, chars, longest_gap
 
 
@@ -133,9 +139,12 @@ def load_test(
     max_tokens: int | tuple[int, int],
     prompt: str = PROMPT,
 ) -> dict:
-    """Each client streams completions back to back for `seconds` (after a warm-up), of
-    `max_tokens` characters, or of a length drawn uniformly from a (low, high) range.
-    Clients start one by one over the first second, as independent users would arrive."""
+    """Each client streams completions back to back, of `max_tokens` characters, or of a
+    length drawn uniformly from a (low, high) range. Clients start one by one over the
+    first second, as independent users would arrive. After a 3-second warm-up, for
+    `seconds`: the characters received (while every client is busy, so that neither
+    the start nor the ragged end counts) and the first-character waits of the
+    completions begun."""
     stop_at = time.perf_counter() + seconds + 3
     count_from = stop_at - seconds
     counted = [0] * clients
@@ -153,9 +162,10 @@ def load_test(
             seed += 1
             length = max_tokens if isinstance(max_tokens, int) else lengths.randint(*max_tokens)
             began = time.perf_counter()
-            first, chars, gap = stream_completion(connection, prompt, length, seed)
+            window = (count_from, stop_at)
+            first, chars, gap = stream_completion(connection, prompt, length, seed, window)
+            counted[index] += chars
             if began >= count_from:
-                counted[index] += chars
                 first_chars[index].append(first)
                 gaps[index] = max(gaps[index], gap)
         connection.close()
@@ -167,7 +177,7 @@ def load_test(
         thread.join()
     waits = sorted(w for per_client in first_chars for w in per_client if w is not None)
     return {
-        "chars_per_s": sum(counted) / (time.perf_counter() - count_from),
+        "chars_per_s": sum(counted) / seconds,
         "first_char_p50_ms": 1000 * statistics.median(waits) if waits else None,
         "first_char_p99_ms": 1000 * waits[int(0.99 * (len(waits) - 1))] if waits else None,
         "completions": len(waits),
@@ -220,6 +230,9 @@ def many_requests(url: str, count: int, clients: int = 32) -> None:
         thread.join()
 
 
+SAMPLER_LENGTH = 1500  # characters per stream: about 5 s of the 2x512 LSTM at 64 streams
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15)
@@ -231,13 +244,18 @@ def main():
     results = {}
     with tempfile.TemporaryDirectory(prefix="charlm-bench-serve-") as root:
         run = reference_run(Path(root))
-        results["sampler_64_streams_chars_per_s"] = sampling_chars_per_s(run, 64, 500)
         process, url = start_server(run)
         try:
+            # The sampler's rate before and after the server's load tests (its server
+            # idle meanwhile): the ratios use their mean, as the machine's speed drifts.
+            sampler_rates = [sampling_chars_per_s(run, 64, SAMPLER_LENGTH)]
             results["clients"] = {n: load_test(url, n, args.seconds, 400) for n in (1, 8, 32, 64)}
+            results["sampler_job"] = load_test(url, 64, args.seconds, 500, prompt=PROMPT[:1])
+            sampler_rates.append(sampling_chars_per_s(run, 64, SAMPLER_LENGTH))
+            results["sampler_64_streams_runs"] = sampler_rates
+            results["sampler_64_streams_chars_per_s"] = statistics.mean(sampler_rates)
             results["first_char"] = {n: load_test(url, n, args.seconds, 50) for n in (1, 32)}
             results["varied_lengths"] = load_test(url, 32, args.seconds, (200, 600))
-            results["sampler_job"] = load_test(url, 64, args.seconds, 500, prompt=PROMPT[:1])
             results["long_prompt_beside"] = long_prompt_beside(url, args.seconds)
             many_requests(url, 500)
             results["rss_mb"] = {0: rss_mb(process.pid)}
@@ -253,7 +271,9 @@ def main():
 def report(results: dict) -> str:
     sampler = results["sampler_64_streams_chars_per_s"]
     lines = [
-        f"sampler alone, 64 streams: {sampler:,.0f} chars/s",
+        f"sampler alone, 64 streams: {sampler:,.0f} chars/s (mean of "
+        + " and ".join(f"{rate:,.0f}" for rate in results["sampler_64_streams_runs"])
+        + ", before and after the load tests)",
         "",
         "| concurrent clients | chars/s received | of the sampler's 64-stream rate "
         "| first character p50 | p99 |",
