@@ -52,3 +52,11 @@ def test_evaluation_windows_cover_the_split_once(tmp_path):
     inputs = np.concatenate([b[0].numpy() for b in batches])
     assert inputs.shape == (10, 10)  # (105 - 1) // 10 windows
     assert vocab.decode(inputs.ravel()) == vocab.decode(split.tokens.read(0, 100))
+
+
+def test_pipelines_run_without_tf_data_autotuning(tmp_path):
+    """Deleting an iterator waits for tf.data's autotuning thread, seconds at every
+    evaluation (docs/results.md): neither pipeline starts one."""
+    split, _ = token_split(tmp_path, "abcdefghijklmnopqrstuvwxyz" * 40)
+    for dataset in (training_dataset(split, 4, 8, 0, 0, 5), evaluation_dataset(split, 4, 8)):
+        assert dataset.options().autotune.enabled is False

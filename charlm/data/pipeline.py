@@ -17,6 +17,17 @@ from charlm.data.split import Split
 AUTOTUNE = tf.data.AUTOTUNE
 
 
+def without_autotune_thread(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """tf.data's autotuning runs a model thread per iterator, and deleting the iterator
+    waits for that thread: 2.5-3 s per `fit` or `evaluate` call at the reference size
+    on a 2-core machine (docs/results.md), paid at every evaluation. These pipelines
+    only read windows from a file, so AUTOTUNE's static meaning (a call per core, a
+    prefetch buffer that grows as needed) is all they need."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
+
 def window_starts(
     split: Split, batch_size: int, seq_length: int, seed: int, step: int
 ) -> np.ndarray:
@@ -79,7 +90,7 @@ def training_dataset(
         targets.set_shape((row_count, seq_length))
         return inputs, targets
 
-    return (
+    return without_autotune_thread(
         tf.data.Dataset.range(start_step, stop_step)
         .map(load_tensor, num_parallel_calls=AUTOTUNE, deterministic=True)
         .prefetch(AUTOTUNE)
@@ -103,7 +114,7 @@ def evaluation_dataset(split: Split, batch_size: int, seq_length: int) -> tf.dat
         return inputs, targets
 
     # Window numbers, not offsets, are batched: nothing grows with the text's length.
-    return (
+    return without_autotune_thread(
         tf.data.Dataset.range(n_windows)
         .batch(batch_size)
         .map(load_tensor, num_parallel_calls=AUTOTUNE, deterministic=True)
