@@ -53,7 +53,7 @@ def runs(*layers) -> int:
     return sum(fused.fused_loop_runs[layer.name] for layer in layers)
 
 
-@pytest.mark.parametrize("training", [False, True])  # TensorFlow's forward loop, XLA's
+@pytest.mark.parametrize("training", [False, True])  # as evaluated and as trained
 @pytest.mark.parametrize("cell", sorted(LAYERS))
 def test_outputs_and_gradients_match_the_stock_layer(cell, training):
     """The fused layer runs its own loop (not the stock one it is compared with) and gives

@@ -33,14 +33,12 @@ from charlm.model.time_loops import backward_loop, forward_loop, recurrent_step
 
 
 # ------------------------------------------------------------------ the shared loops
-def run_fused(math, sequences, initial_states, kernel, recurrent_kernel, bias, training=True):
+def run_fused(math, sequences, initial_states, kernel, recurrent_kernel, bias):
     """Runs a whole sequence. sequences: (batch, time, features); returns the outputs
     (batch, time, units) and the final states, differentiable by a custom gradient.
-    The loops are XLA programs when training (see compiled_loops)."""
+    The loops are XLA programs (see compiled_loops)."""
     state_count = len(initial_states)
     forward, backward = compiled_loops(math)
-    if not training:
-        forward = functools.partial(forward_loop, math)
 
     @tf.custom_gradient
     def fused(x, kernel, recurrent_kernel, bias, *states0):
@@ -145,12 +143,11 @@ def join_bias(math, d_input_bias, d_recurrent_bias):
 
 @functools.cache
 def compiled_loops(math):
-    """The forward and backward loops of `math`'s cell as XLA programs. Their matrix
-    products (a batch of rows by the recurrent kernel, at every step) are where training
-    spends its time, and XLA's are faster than oneDNN's at these shapes on AVX2, and as
-    fast on AVX-512 (see docs/results.md). The forward loop of an evaluation stays
-    TensorFlow's graph: XLA's measured slower there (LSTM: 670 against 330-360 ms a
-    batch), and level as a bare model call."""
+    """The forward and backward loops of `math`'s cell as XLA programs, for training and
+    evaluation alike. Their matrix products (a batch of rows by the recurrent kernel, at
+    every step) are where the time goes, and XLA's are faster than oneDNN's at these
+    shapes on AVX2 and as fast on AVX-512: an evaluation of the reference LSTM takes
+    about a third less time on AVX2 and the same on AVX-512 (see docs/results.md)."""
     return (
         tf.function(functools.partial(forward_loop, math), jit_compile=True),
         tf.function(functools.partial(backward_loop, math), jit_compile=True),
@@ -243,7 +240,7 @@ def fused_inner_loop(layer, math, sequences, initial_state, mask=None, training=
     if hasattr(math, "to_loop_order"):  # differentiated by TensorFlow, outside the loop
         weights = [math.to_loop_order(w) for w in weights]
     if mask is None:
-        outputs, final_states = run_fused(math, sequences, states, *weights, training)
+        outputs, final_states = run_fused(math, sequences, states, *weights)
     else:
         outputs, final_states = run_masked(
             math, sequences, mask, states, *weights, layer.zero_output_for_mask
