@@ -19,8 +19,7 @@ class ThroughputRecorder(SilentReporter):
     next) and followed by `between_steps` (PyTorch's step), timed too, so that the two
     alternate step by step and see the same machine: on a shared machine the speed
     drifts by tens of percent within a minute. The whole segment comes before PyTorch
-    ever runs: PyTorch's threads, spinning after its steps, slow TensorFlow's next
-    evaluation by up to 2x (measured)."""
+    ever runs, so that nothing of PyTorch's is in it."""
 
     def __init__(self, between_steps=None):
         self.between_steps = between_steps
