@@ -32,6 +32,8 @@ def test_train_writes_a_self_describing_run(tmp_path, corpus_file):
     assert result.stopped_by == "steps" and result.state.step == 12
     assert run.best_model_path.exists() and run.vocab_path.exists() and run.config_path.exists()
     assert [p.name for p in run.checkpoints()] == ["step-00000006", "step-00000012"]
+    best_checkpoint = run.checkpoints_path / f"step-{result.state.best_step:08d}"
+    assert run.best_model_path.read_bytes() == (best_checkpoint / "model.keras").read_bytes()
     history = run.history()
     assert [h["step"] for h in history] == [6, 12]
     assert all(np.isfinite(h["val_loss"]) for h in history)
@@ -334,3 +336,16 @@ def poison(model_file):
     logits.assign(np.full(logits.shape, np.nan))
     model.save(model_file.parent / "poisoned.keras")
     os.replace(model_file.parent / "poisoned.keras", model_file)
+
+
+def test_each_evaluation_saves_the_model_once(tmp_path, corpus_file, monkeypatch):
+    """When the best model is the trained one, model.keras is copied from the checkpoint
+    just written instead of being saved again (saving is most of an evaluation's cost
+    after the evaluation itself)."""
+    import keras
+
+    saves = []
+    save = keras.Model.save
+    monkeypatch.setattr(keras.Model, "save", lambda *a, **k: saves.append(1) or save(*a, **k))
+    result = train(tiny_config(corpus_file, tmp_path / "run"))
+    assert result.state.step == 12 and len(saves) == 2  # evaluations at steps 6 and 12

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 from charlm.model.build import recurrent_states, rng_states
+from charlm.run.rundir import checkpoint_model
 from charlm.training.optimizer import current_learning_rate
 
 
@@ -49,11 +50,12 @@ def save(run, model, evaluated, improved: bool) -> None:
     when this is the best model so far."""
     run.state.elapsed_s = run.elapsed()
     run.state.rng_states = rng_states(model)
-    run.run_dir.save_checkpoint(
+    checkpoint = run.run_dir.save_checkpoint(
         model, run.state, run.config.train.keep_checkpoints, recurrent_states(model)
     )
     if improved:
-        run.run_dir.save_best(evaluated)
+        same_model = evaluated is model and checkpoint is not None
+        run.run_dir.save_best(evaluated, checkpoint_model(checkpoint) if same_model else None)
 
 
 def log_evaluation(run, model, train_loss: float, val_loss: float | None) -> None:
