@@ -137,7 +137,6 @@ class Engine:
             log.exception("reading %d prompts failed; their requests end in error", len(group))
             for stream in group:
                 stream.fail()
-            batch = None
         with self.wake:
             if batch is not None:
                 self.ready.append(batch)
