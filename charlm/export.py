@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 
 from charlm.errors import RunError
-from charlm.generate import CHUNK, MIN_ROWS, READ_CHARS, Sampler
+from charlm.generate import CHUNK, READ_CHARS, Sampler
 from charlm.run.load import load_checkpoint
 
 SIGNATURE = [
@@ -46,8 +46,8 @@ def export_saved_model(checkpoint: Path, out: Path) -> None:
 
 def generation_function(sampler: Sampler):
     """The sampling loop as one graph: the prompt read in pieces, then `length` steps in
-    chunks for one stream, run as MIN_ROWS identical rows exactly as `charlm sample`
-    runs it."""
+    chunks for one stream, run as `charlm sample` runs one stream."""
+    rows = sampler.rows_for(1)
 
     @tf.function(input_signature=SIGNATURE, autograph=True)
     def generate(prompt_ids, length, temperature, top_k, top_p, seed):
@@ -56,12 +56,12 @@ def generation_function(sampler: Sampler):
             lambda: prompt_ids,
             lambda: tf.constant([sampler.start_token()], tf.int32),
         )
-        states = sampler.initial_states(MIN_ROWS)
-        logits = tf.zeros([MIN_ROWS, sampler.vocab.size])
+        states = sampler.initial_states(rows)
+        logits = tf.zeros([rows, sampler.vocab.size])
         for start in tf.range(0, tf.size(prompt_ids), READ_CHARS):
             piece = prompt_ids[start : start + READ_CHARS]
             steps = tf.size(piece)
-            tokens = tf.tile(tf.pad(piece, [[0, READ_CHARS - steps]])[None], [MIN_ROWS, 1])
+            tokens = tf.tile(tf.pad(piece, [[0, READ_CHARS - steps]])[None], [rows, 1])
             # The XLA-compiled reading loop `charlm sample` runs, a piece at a time.
             logits, states = sampler.read_chunk(
                 tokens, tf.ones_like(tokens, tf.bool), steps, logits, states
@@ -73,11 +73,11 @@ def generation_function(sampler: Sampler):
             )
             steps = tf.minimum(CHUNK, length - start)
             lanes = (
-                tf.fill([MIN_ROWS], seed),
-                tf.fill([MIN_ROWS], tf.cast(start, tf.int64)),  # positions
-                tf.fill([MIN_ROWS], temperature),
-                tf.fill([MIN_ROWS], top_k),
-                tf.fill([MIN_ROWS], top_p),
+                tf.fill([rows], seed),
+                tf.fill([rows], tf.cast(start, tf.int64)),  # positions
+                tf.fill([rows], temperature),
+                tf.fill([rows], top_k),
+                tf.fill([rows], top_p),
             )
             # The XLA-compiled chunk `charlm sample` runs, in chunks as it runs it.
             ids, logits, states = sampler.generate_chunk["filtered"](logits, states, steps, lanes)

@@ -9,12 +9,14 @@ still be printed as it is made.
 
 Every stream (a lane) carries its own controls: seed, position, temperature, top-k and
 top-p. Its random draws are a function of its own seed and position alone (see
-`uniform_noise`), so a stream's text is the same whether it is generated alone or beside
-any number of others, which is what lets a server batch unrelated requests.
+`uniform_noise`), and from two streams on its numbers do not depend on the others (see
+charlm.batching), so a stream's text is the same beside any number of others, which is
+what lets a server batch unrelated requests.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,24 +25,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from charlm.batching import BLOCK_ROWS, INVARIANT_ROWS, pad_columns, pad_rows, row_bucket
 from charlm.data.vocabulary import Vocabulary
 from charlm.draws import choose, uniform_noise
 from charlm.model.step import CharacterStep
 
-CHUNK = 128  # most characters per compiled call: hides Python, still streams
-# A single row is multiplied by a matrix with another kernel (a vector product) than
-# several rows, by TensorFlow and by XLA alike, and its sums round differently; from two
-# rows on, each row's result is the same whatever the batch (up to BLOCK_ROWS for XLA).
-# One stream is therefore run as two identical rows, so its text is exactly the one it
-# gets beside other streams.
-MIN_ROWS = 2
-# The generation loop is compiled by XLA, whose matrix products are faster than the
-# default kernels for few rows (see docs/results.md). XLA gives a row the same result
-# for 2 to 32 rows but not for more, so larger batches are stepped in blocks of
-# BLOCK_ROWS rows, each its own products. XLA compiles a loop per shape, so batches are
-# padded to a few row counts (see row_bucket).
-BLOCK_ROWS = 32
-READ_CHARS = CHUNK  # prompt characters per compiled call (a fixed width: one XLA program)
+CHUNK = 256  # most characters per compiled call: hides Python, still streams
+READ_CHARS = 128  # prompt characters per compiled call (a fixed width: one XLA program)
 SEED_LIMIT = 2**62  # stream seeds live below this (int64 arithmetic, no overflow)
 MODES = ("argmax", "plain", "filtered")  # see sampling_mode
 
@@ -87,6 +78,7 @@ class Sampler:
 
     def __init__(self, model: keras.Model, vocab: Vocabulary):
         self.vocab = vocab
+        self.min_rows = 1  # rows a batch runs as, at least (see INVARIANT_ROWS)
         self.model_step = CharacterStep(model)
         self.unknown_mask = tf.constant(
             np.where(np.arange(vocab.size) == vocab.unknown_id, -np.inf, 0.0), tf.float32
@@ -97,6 +89,17 @@ class Sampler:
             mode: tf.function(functools.partial(self._generate_chunk, mode=mode), jit_compile=True)
             for mode in MODES
         }
+
+    def batch_invariant(self) -> Sampler:
+        """This sampler (sharing its compiled loops) with every batch run as at least
+        INVARIANT_ROWS rows: a stream's numbers are then the same alone or beside others."""
+        invariant = copy.copy(self)
+        invariant.min_rows = INVARIANT_ROWS
+        return invariant
+
+    def rows_for(self, streams: int) -> int:
+        """The row count `streams` streams run as (see row_bucket and INVARIANT_ROWS)."""
+        return row_bucket(streams, self.min_rows)
 
     def initial_states(self, streams: int) -> list:
         return self.model_step.initial_states(streams)
@@ -171,18 +174,18 @@ class Sampler:
     # ------------------------------------------------------------ public
     def feed(self, prime_ids, streams: int = 1):
         """The logits after the prime and the states after it, for `streams` copies: read
-        once and copied, so every copy is exactly the same."""
-        logits, states = self.read_prompts([self.prime_row(prime_ids)])
+        once and copied, so every copy is exactly the same. Read with the kernel its
+        streams are generated with: as a single row only for a single row."""
+        min_rows = self.min_rows if streams == 1 else INVARIANT_ROWS
+        reading = PromptReading(self, [self.prime_row(prime_ids)], min_rows)
+        logits, states = reading.read_all()
         copies = [[tf.repeat(state, streams, axis=0) for state in layer] for layer in states]
         return tf.repeat(logits, streams, axis=0), copies
 
     def read_prompts(self, prompts: list[np.ndarray]):
         """The logits and states after each of `prompts` (1-D id arrays, of any lengths,
         none empty), read together (see PromptReading)."""
-        reading = PromptReading(self, prompts)
-        while not reading.done:
-            reading.read_piece()
-        return reading.result()
+        return PromptReading(self, prompts).read_all()
 
     def generate(self, logits, states, lanes: Lanes, steps: int, mode: str):
         """`steps` (at most CHUNK) characters for every lane: (ids (lanes, steps), logits,
@@ -190,7 +193,7 @@ class Sampler:
         if not 0 < steps <= CHUNK:
             raise ValueError(f"steps must be in 1..{CHUNK}, not {steps}")
         rows = len(lanes.seeds)
-        padded = row_bucket(rows)
+        padded = self.rows_for(rows)
         logits = pad_rows(logits, padded)
         states = [[pad_rows(state, padded) for state in layer] for layer in states]
         controls = tuple(
@@ -201,15 +204,17 @@ class Sampler:
             logits, states, tf.constant(steps), controls
         )
         lanes.positions += steps
-        states = [[state[:rows] for state in layer] for layer in states]
-        return ids.numpy()[:rows, :steps], logits[:rows], states
+        if padded > rows:  # drop the padding rows (only then: each slice costs ~0.1 ms)
+            logits = logits[:rows]
+            states = [[state[:rows] for state in layer] for layer in states]
+        return ids.numpy()[:rows, :steps], logits, states
 
     def compile(self, max_streams: int) -> None:
         """Compile the reading and generation loops for every row bucket up to
         `max_streams` streams and every mode now, not when a server's first batch of that
         size arrives: XLA takes about a second per program, which would stall every
         stream running."""
-        for rows in sorted({row_bucket(n) for n in range(1, max_streams + 1)}):
+        for rows in sorted({self.rows_for(n) for n in range(1, max_streams + 1)}):
             logits, _ = self.read_prompts([np.zeros(1, np.int32)] * rows)
             lanes = Lanes.of(SamplingOptions(), rows)
             for mode in MODES:
@@ -247,15 +252,15 @@ class PromptReading:
     a prompt of any length and a caller can do other work between calls. The prompts are
     padded on the left, with a mask that keeps each row's states untouched until its
     prompt begins; a row's numbers are the same whatever rows it is read with (see
-    MIN_ROWS and BLOCK_ROWS)."""
+    INVARIANT_ROWS and BLOCK_ROWS), `min_rows` (the sampler's by default) allowing."""
 
-    def __init__(self, sampler: Sampler, prompts: list[np.ndarray]):
+    def __init__(self, sampler: Sampler, prompts: list[np.ndarray], min_rows: int | None = None):
         self.read_chunk = sampler.read_chunk
         self.rows = len(prompts)
         self.width = max(len(prompt) for prompt in prompts)
         # Rows padded as for generation (see row_bucket) and every call READ_CHARS wide
         # (the last one stops early): the few shapes XLA compiles a program for.
-        padded = row_bucket(self.rows)
+        padded = row_bucket(self.rows, sampler.min_rows if min_rows is None else min_rows)
         self.ids = np.zeros((padded, self.width), np.int32)
         self.mask = np.zeros_like(self.ids, bool)
         for row, prompt in enumerate(prompts):
@@ -280,6 +285,12 @@ class PromptReading:
         )
         self.start += READ_CHARS
 
+    def read_all(self):
+        """Reads what is left; returns `result()`."""
+        while not self.done:
+            self.read_piece()
+        return self.result()
+
     def result(self):
         """The logits and states after each prompt, once done."""
         rows = self.rows
@@ -294,26 +305,3 @@ def sampling_mode(lanes: Lanes) -> str:
     if not lanes.top_k.any() and (lanes.top_p >= 1).all():
         return "plain"
     return "filtered"
-
-
-def row_bucket(rows: int) -> int:
-    """The row count `rows` streams are generated as: a power of two up to BLOCK_ROWS
-    (at least MIN_ROWS), then a multiple of BLOCK_ROWS."""
-    if rows <= BLOCK_ROWS:
-        return max(MIN_ROWS, 1 << (rows - 1).bit_length())
-    return -(-rows // BLOCK_ROWS) * BLOCK_ROWS
-
-
-def pad_columns(array: np.ndarray, columns: int) -> np.ndarray:
-    """`array` (rows, at most `columns`) with zero columns appended up to `columns`."""
-    return np.pad(array, [(0, 0), (0, columns - array.shape[1])])
-
-
-def pad_rows(array, rows: int = MIN_ROWS):
-    """`array` with its first row repeated up to `rows` rows (see MIN_ROWS)."""
-    missing = rows - len(array)
-    if missing <= 0:
-        return array
-    if isinstance(array, np.ndarray):
-        return np.concatenate([array] + [array[:1]] * missing)
-    return tf.concat([array] + [array[:1]] * missing, axis=0)

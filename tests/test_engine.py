@@ -52,7 +52,7 @@ def test_a_stream_stops_at_the_first_stop_string_or_its_length(pieces, stop, len
 def test_prompts_read_together_give_the_texts_charlm_sample_gives(trained_run):
     """Streams submitted at once have their prompts read together, whatever their
     lengths (short ones in one group, a long one in its own): each text is the one
-    `charlm sample` prints for its prompt."""
+    `charlm sample` prints for its prompt (as one of several samples)."""
     from charlm.generate import Sampler
     from charlm.run.load import load_checkpoint
     from charlm.serve.engine import Engine
@@ -91,8 +91,19 @@ def test_prompts_read_together_give_the_texts_charlm_sample_gives(trained_run):
     engine.start()
     assert finished.wait(60)
     engine.stop()
-    expected = {prompt: cli_sample(trained_run, prompt, 120, 11, 0.9, 6)[0] for prompt in prompts}
+    # A server runs a lone stream as it runs a batch: like a sample of several.
+    expected = {
+        prompt: cli_sample(trained_run, prompt, 120, 11, 0.9, 6, num_samples=2)[0]
+        for prompt in prompts
+    }
     assert texts == expected
+
+
+def test_the_engine_runs_a_lone_stream_as_a_batch_runs_it(trained_run):
+    """A request alone runs as two rows, as it would beside others, so its text never
+    depends on the load (see charlm.batching); `charlm sample` runs a lone stream as one."""
+    loaded, sampler, engine = new_engine(trained_run, lanes=2)
+    assert sampler.rows_for(1) == 2 and engine.sampler is sampler
 
 
 def test_a_stream_holds_its_lane_while_the_decoder_advances_it(trained_run):
@@ -123,14 +134,14 @@ def test_a_stream_holds_its_lane_while_the_decoder_advances_it(trained_run):
 
 
 def new_engine(trained_run, lanes: int):
-    """(the loaded run, its Sampler, an Engine on it), not started."""
+    """(the loaded run, the Sampler the engine runs, an Engine on it), not started."""
     from charlm.generate import Sampler
     from charlm.run.load import load_checkpoint
     from charlm.serve.engine import Engine
 
     loaded = load_checkpoint(trained_run)
-    sampler = Sampler(loaded.model, loaded.vocab)
-    return loaded, sampler, Engine(sampler, lanes=lanes)
+    engine = Engine(Sampler(loaded.model, loaded.vocab), lanes=lanes)
+    return loaded, engine.sampler, engine
 
 
 def on_each_chunk(sampler, record) -> None:

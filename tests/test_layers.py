@@ -16,7 +16,7 @@ import charlm
 LAYERS = [
     {"charlm", "charlm.errors", "charlm.files"},
     {"charlm.config"},
-    {"charlm.data", "charlm.model", "charlm.draws"},
+    {"charlm.data", "charlm.model", "charlm.draws", "charlm.batching"},
     {"charlm.run"},
     {"charlm.training", "charlm.generate", "charlm.evaluate"},
     {"charlm.bench", "charlm.serve", "charlm.export"},

@@ -1,8 +1,11 @@
+import re
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from charlm import batching
 from charlm import generate as generate_module
 from charlm.config import ModelConfig
 from charlm.data.vocabulary import Vocabulary
@@ -58,11 +61,60 @@ def test_stepwise_state_matches_the_full_model(cell):
     """Carrying the state step by step (across several chunks) gives what the model
     computes over the whole sequence: each greedy character is the full model's argmax."""
     s, model = sampler(cell)
+    assert_greedy_text_is_the_full_models(s, model)
+
+
+def assert_greedy_text_is_the_full_models(sampler_, model):
     prime = VOCAB.encode("abc").tolist()
-    greedy = generate(s, "abc", length=300, argmax=True, seed=0)[0].tolist()
+    greedy = generate(sampler_, "abc", length=300, argmax=True, seed=0)[0].tolist()
     logits = model(np.array([prime + greedy[:-1]], dtype="int32"))[0].numpy()
     logits[:, VOCAB.unknown_id] = -np.inf
     assert np.argmax(logits[len(prime) - 1 :], axis=-1).tolist() == greedy
+
+
+def test_stock_layers_step_by_their_math_and_others_by_their_keras_cell():
+    """The embedding and the stock layer after it become one table lookup; a layer the
+    gate math does not cover (a relu LSTM) steps by its Keras cell; a stock layer after
+    it multiplies its input. All give the full model's greedy text."""
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((None,), dtype="int32")
+    x = keras.layers.Embedding(VOCAB.size, 4)(inputs)
+    x = keras.layers.GRU(8, return_sequences=True)(x)
+    x = keras.layers.LSTM(8, activation="relu", return_sequences=True)(x)
+    x = keras.layers.SimpleRNN(8, return_sequences=True)(x)
+    model = keras.Model(inputs, keras.layers.Dense(VOCAB.size)(x))
+    s = Sampler(model, VOCAB)
+    stages = s.model_step.stages
+    kinds = [type(stage).__name__ for stage in stages]
+    assert kinds == ["RecurrentStep", "CellStep", "RecurrentStep", "Dense"]
+    assert stages[0].table is not None and stages[2].table is None
+    assert_greedy_text_is_the_full_models(s, model)
+
+
+def test_a_one_row_product_stays_out_of_xla_fusions():
+    """XLA would fuse a one-row product with the additions after it into a loop about
+    three times slower than its matrix-vector kernel (step.alone): in the compiled
+    generation loop no recurrent layer's product (4 x 8 gates wide) is in a fusion."""
+    s, _ = sampler("lstm")
+    logits, states = s.feed([0], 1)
+    lanes = generate_module.Lanes.of(SamplingOptions(), 1)
+    controls = tuple(
+        tf.constant(a)
+        for a in (lanes.seeds, lanes.positions, lanes.temperature, lanes.top_k, lanes.top_p)
+    )
+    hlo = s.generate_chunk["plain"].experimental_get_compiler_ir(
+        logits, states, tf.constant(1), controls, mode="plain"
+    )(stage="optimized_hlo")
+    computations = re.split(r"\n(?=%|ENTRY)", hlo)
+    fused_dots = [
+        line
+        for computation in computations
+        if computation.startswith("%fused")
+        for line in computation.splitlines()
+        if " dot(" in line
+    ]
+    gate_products = [line for line in fused_dots if re.search(r"= f32\[(1,)?32\]", line)]
+    assert " dot(" in hlo and not gate_products
 
 
 def test_temperature_zero_top_k_one_and_tiny_top_p_mean_argmax():
@@ -151,34 +203,52 @@ def test_a_long_prime_is_read_in_pieces_like_a_short_one(monkeypatch):
         assert all(np.array_equal(a, b) for a, b in zip(whole, piece))
 
 
-def test_a_stream_computes_bit_for_bit_the_same_alone_or_beside_others():
-    """Not only the same characters: the same logits to the last bit (one stream runs as
-    two rows, since a single row is multiplied by another kernel that rounds otherwise;
-    more than BLOCK_ROWS streams are stepped in blocks, for the same reason)."""
+def first_stream_after(sampler_, streams, prime="abcab"):
+    """Stream 0's logits and states after reading `prime` and generating 40 characters
+    beside `streams - 1` others (all seeded alike)."""
+    logits, states = sampler_.feed(VOCAB.encode(prime).tolist(), streams)
+    lanes = generate_module.Lanes.of(SamplingOptions(temperature=1.0, seed=4), streams)
+    lanes.seeds[:] = 4
+    _, logits, states = sampler_.generate(logits, states, lanes, 40, "plain")
+    return [logits.numpy()[0]] + [x.numpy()[0] for layer in states for x in layer]
+
+
+def big_sampler():
     # Large enough for the matrix kernels to differ between one row and several.
-    model = build_model(ModelConfig(cell="lstm", layers=1, units=512, embedding_dim=64), VOCAB.size)
-    s = Sampler(model, VOCAB)
-    prime = VOCAB.encode("abcab").tolist()
-    options = SamplingOptions(length=0, temperature=1.0, seed=4)
-    results = []
-    for streams in (1, 5, 40):
-        logits, states = s.feed(prime, streams)
-        lanes = generate_module.Lanes.of(options, streams)
-        lanes.seeds[:] = 4
-        _, logits, states = s.generate(logits, states, lanes, 40, "plain")
-        results.append((logits.numpy()[0], [x.numpy()[0] for layer in states for x in layer]))
-    alone_logits, alone_states = results[0]
-    for batch_logits, batch_states in results[1:]:
-        assert np.array_equal(alone_logits, batch_logits)
-        assert all(np.array_equal(a, b) for a, b in zip(alone_states, batch_states))
+    model = build_model(ModelConfig(cell="lstm", layers=2, units=512, embedding_dim=64), VOCAB.size)
+    return Sampler(model, VOCAB)
+
+
+def test_a_stream_computes_bit_for_bit_the_same_beside_any_number_of_others():
+    """Not only the same characters: the same logits and states to the last bit, from two
+    streams on (more than BLOCK_ROWS streams are stepped in blocks, for that reason); a
+    batch-invariant sampler (a server's) gives a lone stream those numbers too."""
+    s = big_sampler()
+    invariant = s.batch_invariant()
+    expected = first_stream_after(s, 2)
+    for numbers in (
+        first_stream_after(s, 5),
+        first_stream_after(s, 40),
+        first_stream_after(invariant, 1),
+    ):
+        assert all(np.array_equal(a, b) for a, b in zip(expected, numbers))
+
+
+def test_a_lone_stream_runs_as_one_row_with_the_same_text_but_for_rounding():
+    """One stream of `charlm sample` runs as a single row (the faster vector kernel): its
+    numbers differ from the batched ones only by rounding."""
+    s = big_sampler()
+    assert s.rows_for(1) == 1 and s.batch_invariant().rows_for(1) == 2
+    alone, batched = first_stream_after(s, 1), first_stream_after(s, 2)
+    assert not all(np.array_equal(a, b) for a, b in zip(alone, batched))
+    assert all(np.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(alone, batched))
 
 
 def test_a_prompt_reads_bit_for_bit_the_same_beside_longer_and_shorter_ones():
     """Prompts of different lengths are read together (padded on the left, masked): each
     row ends with the numbers it has when read alone, to the last bit, as a server that
     reads its requests' prompts together needs to match `charlm sample`."""
-    model = build_model(ModelConfig(cell="lstm", layers=2, units=512, embedding_dim=64), VOCAB.size)
-    s = Sampler(model, VOCAB)
+    s = big_sampler().batch_invariant()  # as a server reads them
     prompts = [VOCAB.encode(text) for text in ("abcab\nba", "ca", "bacabcabcabbbacab\n")]
     alone_logits, alone_states = s.read_prompts(prompts[:1])
     logits, states = s.read_prompts(prompts)
@@ -197,7 +267,7 @@ def test_prompts_and_streams_of_any_size_share_a_few_shapes_and_one_graph():
     TensorFlow something to keep (a graph, a dispatch entry, kernels for a new shape).
     Prompts are read READ_CHARS columns at a time and row counts rounded up as
     row_bucket says, so XLA compiles one program per row bucket met."""
-    s, _ = sampler("lstm")
+    s = sampler("lstm")[0].batch_invariant()
     shapes = set()
     read_chunk = s.read_chunk
 
@@ -217,7 +287,8 @@ def test_prompts_and_streams_of_any_size_share_a_few_shapes_and_one_graph():
     assert read_chunk.experimental_get_tracing_count() == 3
     # Generation is compiled by XLA per shape: one program per row bucket met (2, 4, 8).
     assert s.generate_chunk["plain"].experimental_get_tracing_count() == 3
-    assert {generate_module.row_bucket(rows) for rows in range(1, 257)} == {
+    invariant_rows = batching.INVARIANT_ROWS
+    assert {batching.row_bucket(rows, invariant_rows) for rows in range(1, 257)} == {
         2,
         4,
         8,

@@ -192,25 +192,36 @@ def runs_fused(layer, mask) -> bool:
 
 
 def fused_loop_applies(layer, mask) -> bool:
-    """The fused loop implements the stock layers' defaults in float32; anything else,
-    and any GPU (cuDNN is faster there), goes to Keras's own code."""
+    """The fused loop implements the stock layers' defaults in float32 (cell_math);
+    anything else, and any GPU (cuDNN is faster there), goes to Keras's own code."""
     cell = layer.cell
     return (
-        not isinstance(mask, (list, tuple))
+        cell_math(layer) is not None
+        and not isinstance(mask, (list, tuple))
         and not layer.go_backwards
         and not layer.unroll
         and not cell.dropout
         and not cell.recurrent_dropout
-        and cell.use_bias
+        and not gpu_visible()
+    )
+
+
+def cell_math(layer: keras.layers.RNN):
+    """The gate math (cell_math.py) that computes a step of `layer`'s cell as Keras
+    does without dropout, or None: it covers the stock LSTM, GRU and SimpleRNN with
+    their default activations and biases, in float32 (LSTMBlockCellGrad has no
+    bfloat16 kernel, and on a CPU the mixed precisions are no faster anyway)."""
+    math = next((m for cls, m in MATH.items() if isinstance(layer, cls)), None)
+    cell = layer.cell
+    defaults = (
+        cell.use_bias
         and cell.activation is keras.activations.tanh
         and getattr(cell, "recurrent_activation", keras.activations.sigmoid)
         is keras.activations.sigmoid
         and getattr(cell, "reset_after", True)
-        # float32 only: LSTMBlockCellGrad has no bfloat16 kernel, and on a CPU the
-        # mixed precisions are no faster anyway.
         and layer.compute_dtype == "float32"
-        and not gpu_visible()
     )
+    return math if defaults else None
 
 
 def describe_loops(layers) -> str:

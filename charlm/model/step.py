@@ -1,24 +1,39 @@
 """One character at a time through a model that build.py built: what generation runs.
 
 The model is a chain of layers. Stepping it walks that chain in order: a recurrent
-layer's cell advances its explicit state by one character; every other layer acts on
-each character by itself (the embedding, the logits) and is applied as it is; dropout
-is off at inference. So whatever build_model puts in the chain, the step follows it,
-and no layer is looked up by name.
+layer advances its explicit state by one character; every other layer acts on each
+character by itself (the embedding, the logits) and is applied as it is; dropout is
+off at inference. So whatever build_model puts in the chain, the step follows it, and
+no layer is looked up by name.
+
+A stock recurrent layer (the fused loop's cells, cell_math.py) is stepped by its gate
+math rather than by its Keras cell, for two reasons that make one stream of the 2x512
+LSTM about half again as fast (docs/results.md):
+
+* its input projection `x @ kernel + bias`, right after the embedding, depends on the
+  character alone: it is computed once for every character of the vocabulary, and each
+  step looks its row up instead of multiplying;
+* each matrix product stays on its own in the XLA program (see `alone`).
 """
 
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
+from tensorflow.compiler.tf2xla.python import xla
+
+from charlm.model.fused import cell_math, split_bias
 
 
 class CharacterStep:
-    """`step(tokens, states) -> (logits, states)` for a batch of independent streams."""
+    """`step(tokens, states) -> (logits, states)` for a batch of independent streams,
+    inside an XLA-compiled function. The weights are read when it is built: it steps the
+    model as it is then."""
 
     def __init__(self, model: keras.Model):
         self.layers = chain_of_layers(model)
         self.compute_dtype = self.layers[0].compute_dtype
+        self.stages = stages_of(self.layers)
 
     def initial_states(self, streams: int) -> list[list[tf.Tensor]]:
         """Zero states for every recurrent layer, as a fresh model call starts from."""
@@ -36,12 +51,12 @@ class CharacterStep:
         x = tokens
         remaining = iter(states)
         new_states = []
-        for layer in self.layers:
-            if isinstance(layer, keras.layers.RNN):
-                x, state = layer.cell(x, next(remaining), training=False)
-                new_states.append(list(state))
-            elif not isinstance(layer, keras.layers.Dropout):
-                x = layer(x)
+        for stage in self.stages:
+            if isinstance(stage, (RecurrentStep, CellStep)):
+                x, state = stage(x, next(remaining))
+                new_states.append(state)
+            else:
+                x = stage(x)
         return tf.cast(x, tf.float32), new_states
 
     def matrices(self) -> list:
@@ -54,6 +69,81 @@ class CharacterStep:
             for weight in layer.weights
             if len(weight.shape) == 2
         ]
+
+
+def stages_of(layers: list) -> list:
+    """What the step runs, in order: a RecurrentStep for each stock recurrent layer
+    (taking the embedding before it in), a CellStep for any other recurrent layer, and
+    every other layer but dropout as it is."""
+    kept = [layer for layer in layers if not isinstance(layer, keras.layers.Dropout)]
+    stages = []
+    for index, layer in enumerate(kept):
+        following = kept[index + 1] if index + 1 < len(kept) else None
+        if isinstance(layer, keras.layers.Embedding) and stepped_by_math(following):
+            continue  # the next layer's RecurrentStep looks it up
+        if stepped_by_math(layer):
+            previous = kept[index - 1] if index else None
+            embedding = previous if isinstance(previous, keras.layers.Embedding) else None
+            stages.append(RecurrentStep(layer, embedding))
+        elif isinstance(layer, keras.layers.RNN):
+            stages.append(CellStep(layer))
+        else:
+            stages.append(layer)
+    return stages
+
+
+def stepped_by_math(layer) -> bool:
+    return isinstance(layer, keras.layers.RNN) and cell_math(layer) is not None
+
+
+class RecurrentStep:
+    """One step of a stock recurrent layer by its gate math. With `embedding` (the layer
+    before it), the input projection of every character is a table, looked up."""
+
+    def __init__(self, layer: keras.layers.RNN, embedding=None):
+        self.math = cell_math(layer)
+        cell = layer.cell
+        weights = [tf.convert_to_tensor(w) for w in (cell.kernel, cell.recurrent_kernel, cell.bias)]
+        if hasattr(self.math, "to_loop_order"):
+            weights = [self.math.to_loop_order(w) for w in weights]
+        self.kernel, self.recurrent_kernel, bias = weights
+        self.input_bias, self.recurrent_bias = split_bias(self.math, bias)
+        self.table = None
+        if embedding is not None:
+            embeddings = tf.convert_to_tensor(embedding.embeddings)
+            self.table = tf.matmul(embeddings, self.kernel) + self.input_bias
+
+    def __call__(self, x, states):
+        """The layer's output and states after `x` (token ids with a table, else the
+        previous layer's output)."""
+        if self.table is None:
+            px = alone(tf.matmul(x, self.kernel)) + self.input_bias
+        else:
+            px = tf.gather(self.table, x)
+        rec = alone(tf.matmul(states[0], self.recurrent_kernel))
+        if self.recurrent_bias is not None:
+            rec = rec + self.recurrent_bias
+        new_states, _ = self.math.forward(px, rec, states)
+        return new_states[0], list(new_states)
+
+
+class CellStep:
+    """One step of any other recurrent layer, by its Keras cell."""
+
+    def __init__(self, layer: keras.layers.RNN):
+        self.cell = layer.cell
+
+    def __call__(self, x, states):
+        x, state = self.cell(x, states, training=False)
+        return x, list(state)
+
+
+def alone(product):
+    """`product`, kept out of XLA's fusions. XLA fuses a one-row matrix product with the
+    additions after it into one loop that runs at about a third of the speed of its
+    matrix-vector kernel (docs/results.md); from two rows on it changes nothing."""
+    (kept,) = xla.optimization_barrier(product)
+    return kept
 
 
 def chain_of_layers(model: keras.Model) -> list[keras.layers.Layer]:

@@ -54,7 +54,8 @@ class Engine:
     with a few tensor operations, whatever their number."""
 
     def __init__(self, sampler: Sampler, lanes: int = 64, queue_limit: int = 256):
-        self.sampler = sampler
+        # A request's text must not depend on whether it ran alone (see charlm.batching).
+        self.sampler = sampler.batch_invariant()
         self.vocab = sampler.vocab
         self.lane_count = lanes
         self.queue_limit = queue_limit

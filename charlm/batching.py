@@ -1,0 +1,45 @@
+"""How streams become the rows of a batch: the row counts a batch runs as, and why a
+stream's numbers then do not depend on the streams beside it."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+# A single row is multiplied by a matrix with another kernel (a vector product) than
+# several rows, by TensorFlow and by XLA alike, and its sums round differently; from two
+# rows on, each row's result is the same whatever the batch (up to BLOCK_ROWS for XLA).
+# The vector kernel is about half again as fast (docs/results.md), so a lone stream of
+# `charlm sample` runs as one row. A server runs every batch as at least INVARIANT_ROWS
+# rows (Sampler.batch_invariant), so that a request's text never depends on whether it
+# was alone: it is then the text `charlm sample --num-samples n` gives for any n >= 2.
+INVARIANT_ROWS = 2
+# The generation loop is compiled by XLA, whose matrix products are faster than the
+# default kernels for few rows (see docs/results.md). XLA gives a row the same result
+# for 2 to 32 rows but not for more, so larger batches are stepped in blocks of
+# BLOCK_ROWS rows, each its own products. XLA compiles a loop per shape, so batches are
+# padded to a few row counts (see row_bucket).
+BLOCK_ROWS = 32
+
+
+def row_bucket(rows: int, min_rows: int = 1) -> int:
+    """The row count `rows` streams are generated as: a power of two up to BLOCK_ROWS
+    (at least `min_rows`), then a multiple of BLOCK_ROWS."""
+    if rows <= BLOCK_ROWS:
+        return max(min_rows, 1 << (rows - 1).bit_length())
+    return -(-rows // BLOCK_ROWS) * BLOCK_ROWS
+
+
+def pad_columns(array: np.ndarray, columns: int) -> np.ndarray:
+    """`array` (rows, at most `columns`) with zero columns appended up to `columns`."""
+    return np.pad(array, [(0, 0), (0, columns - array.shape[1])])
+
+
+def pad_rows(array, rows: int):
+    """`array` with its first row repeated up to `rows` rows (see row_bucket)."""
+    missing = rows - len(array)
+    if missing <= 0:
+        return array
+    if isinstance(array, np.ndarray):
+        return np.concatenate([array] + [array[:1]] * missing)
+    return tf.concat([array] + [array[:1]] * missing, axis=0)
