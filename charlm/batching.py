@@ -30,11 +30,6 @@ def row_bucket(rows: int, min_rows: int = 1) -> int:
     return -(-rows // BLOCK_ROWS) * BLOCK_ROWS
 
 
-def pad_columns(array: np.ndarray, columns: int) -> np.ndarray:
-    """`array` (rows, at most `columns`) with zero columns appended up to `columns`."""
-    return np.pad(array, [(0, 0), (0, columns - array.shape[1])])
-
-
 def pad_rows(array, rows: int):
     """`array` with its first row repeated up to `rows` rows (see row_bucket)."""
     missing = rows - len(array)

@@ -25,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from charlm.batching import BLOCK_ROWS, INVARIANT_ROWS, pad_columns, pad_rows, row_bucket
+from charlm.batching import BLOCK_ROWS, INVARIANT_ROWS, pad_rows, row_bucket
 from charlm.data.vocabulary import Vocabulary
 from charlm.draws import choose, uniform_noise
 from charlm.model.step import CharacterStep
@@ -175,8 +175,8 @@ class Sampler:
     def feed(self, prime_ids, streams: int = 1):
         """The logits after the prime and the states after it, for `streams` copies: read
         once and copied, so every copy is exactly the same. Read with the kernel its
-        streams are generated with: as a single row only for a single row."""
-        min_rows = self.min_rows if streams == 1 else INVARIANT_ROWS
+        streams are generated with: as one row only if they run as one row."""
+        min_rows = min(self.rows_for(streams), INVARIANT_ROWS)
         reading = PromptReading(self, [self.prime_row(prime_ids)], min_rows)
         logits, states = reading.read_all()
         copies = [[tf.repeat(state, streams, axis=0) for state in layer] for layer in states]
@@ -305,3 +305,8 @@ def sampling_mode(lanes: Lanes) -> str:
     if not lanes.top_k.any() and (lanes.top_p >= 1).all():
         return "plain"
     return "filtered"
+
+
+def pad_columns(array: np.ndarray, columns: int) -> np.ndarray:
+    """`array` (rows, at most `columns`) with zero columns appended up to `columns`."""
+    return np.pad(array, [(0, 0), (0, columns - array.shape[1])])

@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 from tensorflow.compiler.tf2xla.python import xla
 
-from charlm.model.fused import cell_math, split_bias
+from charlm.model.fused import cell_math, loop_weights, split_bias
 
 
 class CharacterStep:
@@ -102,11 +102,7 @@ class RecurrentStep:
 
     def __init__(self, layer: keras.layers.RNN, embedding=None):
         self.math = cell_math(layer)
-        cell = layer.cell
-        weights = [tf.convert_to_tensor(w) for w in (cell.kernel, cell.recurrent_kernel, cell.bias)]
-        if hasattr(self.math, "to_loop_order"):
-            weights = [self.math.to_loop_order(w) for w in weights]
-        self.kernel, self.recurrent_kernel, bias = weights
+        self.kernel, self.recurrent_kernel, bias = loop_weights(layer.cell, self.math)
         self.input_bias, self.recurrent_bias = split_bias(self.math, bias)
         self.table = None
         if embedding is not None:
