@@ -1,6 +1,8 @@
 """The errors a user can fix. The CLI prints their message as one line
 (`charlm: error: ...`) and exits with code 2; nothing prints a traceback for them."""
 
+INTERRUPTED = 130  # the exit code of a command stopped by Ctrl-C (128 + SIGINT)
+
 
 class CharlmError(ValueError):
     """Something the user can fix; the message says what is wrong and how to fix it."""

@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 import charlm
-from charlm.errors import CharlmError
+from charlm.errors import INTERRUPTED, CharlmError
 
 app = typer.Typer(
     add_completion=False,
@@ -30,7 +30,6 @@ data_app = typer.Typer(
 app.add_typer(data_app, name="data")
 
 USER_ERROR = 2
-INTERRUPTED = 130
 CheckpointOption = Annotated[
     Path, typer.Option("--checkpoint", "-c", help="A run directory (or a checkpoint in it).")
 ]

@@ -4,12 +4,15 @@ the time budget, a non-finite loss), and the learning rate annealed over the tim
 from __future__ import annotations
 
 import math
+import os
 import signal
+import sys
 import threading
 import time
 
 import keras
 
+from charlm.errors import INTERRUPTED
 from charlm.model.build import reset_recurrent_states
 from charlm.training.optimizer import base_optimizer, time_annealed_rate
 
@@ -22,8 +25,21 @@ class StopRequest:
 
     def handle_signal(self, signum, frame):
         if self.reason == "interrupted" and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: leave now
+            leave_now()  # a second Ctrl-C
         self.reason = "interrupted"
+
+
+def leave_now():
+    """Exit at once with code 130. Not by raising KeyboardInterrupt: code that catches
+    everything could swallow it and go on (Keras's saving does, while it opens its
+    weights file), and a save would then run to its end. A save cut short leaves only its
+    temporary file, removed at the next start; the last complete checkpoint stays."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\x1b[?25h")  # the progress bar hides the cursor: show it again
+    sys.stderr.write("\ncharlm: interrupted\n")
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(INTERRUPTED)
 
 
 class signal_handlers:
