@@ -246,7 +246,7 @@ def fused_inner_loop(layer, math, sequences, initial_state, mask=None, training=
     """What Keras's RNN.inner_loop returns: (last output, outputs, final states)."""
     fused_loop_runs[layer.name] += 1
     states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
-    weights = loop_weights(layer.cell, math)
+    weights = loop_weights(layer.cell)
     if mask is None:
         outputs, final_states = run_fused(math, sequences, states, *weights)
     else:
@@ -256,10 +256,6 @@ def fused_inner_loop(layer, math, sequences, initial_state, mask=None, training=
     return final_states[0], outputs, final_states
 
 
-def loop_weights(cell, math) -> list:
-    """The cell's kernel, recurrent kernel and bias, with the gates in the order `math`
-    computes them (reordered by TensorFlow, outside the loop, so differentiable)."""
-    weights = [tf.convert_to_tensor(w) for w in (cell.kernel, cell.recurrent_kernel, cell.bias)]
-    if hasattr(math, "to_loop_order"):
-        weights = [math.to_loop_order(w) for w in weights]
-    return weights
+def loop_weights(cell) -> list:
+    """The cell's kernel, recurrent kernel and bias, as tensors."""
+    return [tf.convert_to_tensor(w) for w in (cell.kernel, cell.recurrent_kernel, cell.bias)]

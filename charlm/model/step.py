@@ -102,7 +102,7 @@ class RecurrentStep:
 
     def __init__(self, layer: keras.layers.RNN, embedding=None):
         self.math = cell_math(layer)
-        self.kernel, self.recurrent_kernel, bias = loop_weights(layer.cell, self.math)
+        self.kernel, self.recurrent_kernel, bias = loop_weights(layer.cell)
         self.input_bias, self.recurrent_bias = split_bias(self.math, bias)
         self.table = None
         if embedding is not None:
