@@ -98,6 +98,26 @@ def test_a_layer_returning_its_last_output_only_matches_too():
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_a_layers_weight_gradient_products_run_one_after_another():
+    """In a traced backward pass, the kernel's, the recurrent kernel's and the input's
+    gradient products each wait for the one before (TensorFlow would otherwise run them
+    at once, each on every core, slower than in turn)."""
+    _, twin = twin_layers("lstm")
+    x = tf.constant(np.random.default_rng(12).standard_normal((2, 3, 5)), tf.float32)
+
+    @tf.function
+    def gradients(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(twin(x)[0])
+        return tape.gradient(loss, [x, *twin.trainable_weights])
+
+    graph = gradients.get_concrete_function(x).graph
+    products = [op for op in graph.get_operations() if op.type == "MatMul"]
+    waiting = [op for op in products if any(c.type == "MatMul" for c in op.control_inputs)]
+    assert len(waiting) == 2
+
+
 def fit_two_steps(cell, implementation, optimizer):
     """Two model.fit steps of the whole charlm model: (initial weights, losses, weights,
     whether its recurrent layers entered the fused loop)."""
