@@ -420,6 +420,36 @@ def test_bench_times_a_cell_through_the_cli_and_prints_json(monkeypatch):
     assert "simple_rnn" in printed and f"CPU: {figures['machine']['cpu']}" in printed
 
 
+def test_the_bench_alternates_with_pytorch_by_whole_segments_then_by_steps():
+    """PyTorch's whole segment runs after charlm's second and third, its steps after each
+    of charlm's in the fourth, and none of PyTorch's time counts as charlm's."""
+    from charlm.bench.training import ThroughputRecorder
+
+    order = []
+
+    def pytorch_segment():
+        order.append("pytorch segment")
+        time.sleep(0.3)
+        return 1.0
+
+    recorder = ThroughputRecorder(lambda: order.append("pytorch step"), pytorch_segment)
+    for segment in (1, 2, 3, 4):
+        for _ in range(2):
+            order.append(f"charlm {segment}")
+            recorder.advance(0, 0.0, 0.0)
+        recorder.evaluated(0, 0.0)
+    assert order == [
+        *["charlm 1"] * 2,
+        *["charlm 2"] * 2,
+        "pytorch segment",
+        *["charlm 3"] * 2,
+        "pytorch segment",
+        *["charlm 4", "pytorch step"] * 2,
+    ]
+    assert len(recorder.segment_times) == 2 and max(recorder.segment_times) < 0.2
+    assert recorder.other_segment_rates == [1.0, 1.0] and len(recorder.step_times) == 2
+
+
 def test_the_bench_table_carries_every_figure():
     """PyTorch's rates, the ratios and the sampling bounds all reach the printed table."""
     from charlm.bench import report

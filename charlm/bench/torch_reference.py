@@ -46,8 +46,8 @@ class TorchTraining:
         self.torch, self.cell, self.model = torch, cell, None
 
     def warm_up(self):
-        """Built and stepped twice on first use, not before: charlm's whole segment is
-        timed before PyTorch first runs (see charlm.bench.training)."""
+        """Built and stepped twice on first use, not before: charlm compiles its model
+        before PyTorch first runs (see charlm.bench.training)."""
         torch = self.torch
         self.model = reference_model(torch, self.cell)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=2e-3)
@@ -74,6 +74,8 @@ class TorchTraining:
         self.optimizer.step()
 
     def segment_rate(self, steps: int, checkpoint: Path) -> float:
+        if self.model is None:
+            self.warm_up()
         started = time.perf_counter()
         for _ in range(steps):
             self.train_step()
