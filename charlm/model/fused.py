@@ -9,7 +9,8 @@ most of a CPU's speed. Here:
   matmul; the loop does only `h @ recurrent_kernel` and the gate math;
 * backward (a custom gradient): the loop does only what is sequential, the gate
   gradients and `dz @ recurrent_kernel^T`, and keeps dz; the gradients of the kernel,
-  recurrent kernel, bias and inputs are then large matmuls over all steps at once.
+  recurrent kernel and inputs are then large matmuls over all steps, and the bias's a
+  sum over them.
 
 The layers stay the stock keras.layers.LSTM, GRU and SimpleRNN objects with their own
 variables; only their inner loop is replaced (use_fused_loop). So a checkpoint is a plain
