@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from functools import partial
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -481,6 +482,7 @@ def test_the_bench_table_carries_every_figure():
             "1_stream_floor": 4321.0,
             "1_stream_of_floor": 0.29,
             "64_streams_gflops": 65.0,
+            "64_streams_ceiling_gflops": 100.0,
             "64_streams_of_ceiling": 0.65,
             "torch_1_stream": {"onednn_on": 144.0, "onednn_off": 632.0},
             "torch_64_streams": {"onednn_on": 5645.0, "onednn_off": 10493.0},
@@ -496,7 +498,39 @@ def test_the_bench_table_carries_every_figure():
     assert (
         "| 1 | 1,234 | 0.29 of the floor (4,321" in printed and "| 144 / 632 | 1.95x |" in printed
     )
-    assert "65 GFLOP/s = 0.65 of the matmul ceiling | 5,645 / 10,493 | 0.94x |" in printed
+    assert "65 GFLOP/s = 0.65 of the matmul ceiling (100 GFLOP/s) | 5,645 / 10,493 | 0.94x |" in (
+        printed
+    )
+
+
+def test_the_bench_reads_each_sampling_rate_in_turn_with_its_bound_and_pytorch(monkeypatch):
+    """Sampler, bound and PyTorch's two samplers take turns, three rounds, and each
+    fraction divides by the best readings of those same turns."""
+    from charlm.bench import report
+
+    order, readings = [], iter(range(1, 100))
+
+    def measure(name):
+        def reading(*args):
+            order.append(name)
+            return float(next(readings))
+
+        return reading
+
+    monkeypatch.setattr(report, "SamplingRate", lambda run, streams, length: measure(streams))
+    monkeypatch.setattr(report, "OneStreamFloor", lambda run: measure("floor"))
+    monkeypatch.setattr(report, "matmul_gflops", measure("ceiling"))
+    monkeypatch.setattr(
+        report, "torch_sampling_chars_per_s", lambda torch, n, length, on: measure(on)()
+    )
+    found = report.sampling(Path("run"), torch=object())
+    assert order == [1, "floor", True, False] * 3 + [64, "ceiling", True, False] * 3
+    assert found["1_stream"] == 9 and found["1_stream_floor"] == 10
+    assert found["1_stream_of_floor"] == 9 / 10 and found["1_stream_ratio_to_torch"] == 9 / 12
+    assert found["64_streams"] == 21 and found["64_streams_ceiling_gflops"] == 22
+    gflops = 21 * report.forward_flops_per_char("lstm") / 1e9
+    assert found["64_streams_of_ceiling"] == gflops / 22
+    assert found["torch_64_streams"] == {"onednn_on": 23, "onednn_off": 24}
 
 
 @pytest.mark.parametrize(
