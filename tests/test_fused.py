@@ -118,6 +118,31 @@ def test_a_layers_weight_gradient_products_run_one_after_another():
     assert len(waiting) == 2
 
 
+def test_evaluating_runs_the_loop_that_keeps_the_outputs_alone():
+    """Evaluated, a fused layer runs the forward loop that keeps no gates for a backward
+    pass; trained, the one that does."""
+    model = build_model(
+        ModelConfig(cell="lstm", layers=1, units=13, embedding_dim=4), vocab_size=11, seed=6
+    )
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(True))
+    math = fused.MATH[keras.layers.LSTM]
+    loops = {
+        "training": fused.compiled_loops(math)[0],
+        "outputs": fused.compiled_inference_loop(math),
+    }
+
+    def traced():
+        return {name: loop.experimental_get_tracing_count() for name, loop in loops.items()}
+
+    tokens = training_tokens()
+    before = traced()
+    model.evaluate(tokens[:, :-1], tokens[:, 1:], verbose=0)
+    evaluated = traced()
+    assert evaluated["outputs"] > before["outputs"] and evaluated["training"] == before["training"]
+    model.fit(tokens[:, :-1], tokens[:, 1:], verbose=0)
+    assert traced()["training"] > evaluated["training"]
+
+
 def fit_two_steps(cell, implementation, optimizer):
     """Two model.fit steps of the whole charlm model: (initial weights, losses, weights,
     whether its recurrent layers entered the fused loop)."""

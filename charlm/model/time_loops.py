@@ -1,7 +1,7 @@
-"""The fused loop's two passes over time (fused.py runs them, XLA-compiled when
-training): forward, the recurrent product and the gate math of each step, keeping what
-the backward pass needs; backward, the gate gradients and the recurrent product of each
-step, latest first."""
+"""The fused loop's passes over time (fused.py runs them as XLA programs): forward, the
+recurrent product and the gate math of each step, keeping what the backward pass needs;
+backward, the gate gradients and the recurrent product of each step, latest first; and
+inference, forward keeping the outputs alone."""
 
 from __future__ import annotations
 
@@ -37,6 +37,23 @@ def forward_loop(math, px, states0, recurrent_kernel, recurrent_bias):
         maximum_iterations=steps,  # XLA sizes the arrays by it
     )
     return ([a.stack() for a in state_arrays], [a.stack() for a in saved_arrays], final_states)
+
+
+def inference_loop(math, px, states0, recurrent_kernel, recurrent_bias):
+    """The forward loop keeping only the outputs (h at every step) and the final states."""
+    steps = tf.shape(px)[0]
+
+    def body(t, states, outputs):
+        states, _ = recurrent_step(math, px[t], states, recurrent_kernel, recurrent_bias)
+        return t + 1, tuple(states), outputs.write(t, states[0])
+
+    _, final_states, outputs = tf.while_loop(
+        lambda t, *_: t < steps,
+        body,
+        (tf.constant(0), tuple(states0), tf.TensorArray(px.dtype, size=steps)),
+        maximum_iterations=steps,  # XLA sizes the array by it
+    )
+    return outputs.stack(), final_states
 
 
 def backward_loop(
