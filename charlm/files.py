@@ -63,6 +63,17 @@ def open_atomic(path: Path) -> Iterator[BinaryIO]:
         yield stream
 
 
+def link_or_copy(source: Path, target: Path) -> None:
+    """Make `target` the same file as `source` (a hard link: no second copy to write), or
+    a copy of it where the file system has no hard links. Only for files that are never
+    written again in place, as none of charlm's saved files is (each is replaced whole)."""
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
 def fsync_tree(path: Path) -> None:
     """Flush a file, or every file of a directory and the directory itself, to disk."""
     if path.is_dir():

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 
 import numpy as np
@@ -339,9 +340,9 @@ def poison(model_file):
 
 
 def test_each_evaluation_saves_the_model_once(tmp_path, corpus_file, monkeypatch):
-    """When the best model is the trained one, model.keras is copied from the checkpoint
-    just written instead of being saved again (saving is most of an evaluation's cost
-    after the evaluation itself)."""
+    """When the best model is the trained one, model.keras is the checkpoint's file just
+    written, not saved again (saving is most of an evaluation's cost after the
+    evaluation itself)."""
     import keras
 
     saves = []
@@ -349,3 +350,28 @@ def test_each_evaluation_saves_the_model_once(tmp_path, corpus_file, monkeypatch
     monkeypatch.setattr(keras.Model, "save", lambda *a, **k: saves.append(1) or save(*a, **k))
     result = train(tiny_config(corpus_file, tmp_path / "run"))
     assert result.state.step == 12 and len(saves) == 2  # evaluations at steps 6 and 12
+
+
+def refuse_links(*args):
+    raise PermissionError("no hard links here")
+
+
+@pytest.mark.parametrize("links", [True, False])
+def test_model_keras_is_the_best_checkpoints_file_and_outlives_it(
+    tmp_path, corpus_file, monkeypatch, links
+):
+    """model.keras is the best checkpoint's model file itself (a hard link), or a copy
+    where the file system has no hard links; removing the checkpoint, as pruning does,
+    leaves it whole."""
+    import keras
+
+    if not links:
+        monkeypatch.setattr(os, "link", refuse_links)
+    run = RunDir(tmp_path / "run")
+    assert train(tiny_config(corpus_file, run.path)).state.best_step == 12
+    best = run.checkpoints_path / "step-00000012" / "model.keras"
+    assert best.samefile(run.best_model_path) is links
+    saved = best.read_bytes()
+    shutil.rmtree(run.checkpoints_path)
+    assert run.best_model_path.read_bytes() == saved
+    keras.saving.load_model(run.best_model_path)

@@ -34,7 +34,7 @@ import numpy as np
 
 from charlm.config import save_config
 from charlm.errors import RunError
-from charlm.files import TMP_PREFIX, remove, replaced_atomically
+from charlm.files import TMP_PREFIX, link_or_copy, remove, replaced_atomically
 
 STATE_VERSION = 1
 CHECKPOINT_PREFIX = "step-"
@@ -159,11 +159,13 @@ class RunDir:
         return final
 
     def save_best(self, model, saved_as: Path | None = None) -> None:
-        """Replace model.keras with `model`, atomically. `saved_as`, a file this same model
-        was just saved to, is copied instead: a tenth of the time of saving it again."""
+        """Replace model.keras with `model`, atomically. `saved_as`, a checkpoint's file
+        this same model was just saved to, becomes model.keras too (link_or_copy): for
+        the reference LSTM (40 MB with its optimizer) saving again takes about 0.2 s,
+        copying 0.1 s, linking nothing."""
         with self.saving(self.best_model_path), replaced_atomically(self.best_model_path) as tmp:
             if saved_as is not None:
-                shutil.copyfile(saved_as, tmp)
+                link_or_copy(saved_as, tmp)
             else:
                 model.save(tmp)
 
