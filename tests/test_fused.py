@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from charlm import cpu
 from charlm.config import ModelConfig
 from charlm.model import fused
 from charlm.model.build import build_model, recurrent_layers, set_implementation
@@ -53,11 +54,13 @@ def runs(*layers) -> int:
     return sum(fused.fused_loop_runs[layer.name] for layer in layers)
 
 
+@pytest.mark.parametrize("avx512", [False, True])  # weight gradients: one product or two
 @pytest.mark.parametrize("training", [False, True])  # as evaluated and as trained
 @pytest.mark.parametrize("cell", sorted(LAYERS))
-def test_outputs_and_gradients_match_the_stock_layer(cell, training):
+def test_outputs_and_gradients_match_the_stock_layer(cell, training, avx512, monkeypatch):
     """The fused layer runs its own loop (not the stock one it is compared with) and gives
-    the stock layer's outputs, final states and gradients."""
+    the stock layer's outputs, final states and gradients, as oneDNN runs AVX2 or AVX-512."""
+    monkeypatch.setattr(fused, "onednn_uses_avx512", lambda: avx512)
     stock, twin = twin_layers(cell)
     rng = np.random.default_rng(0)
     x = tf.constant(rng.standard_normal((3, 7, 5)), tf.float32)
@@ -98,11 +101,20 @@ def test_a_layer_returning_its_last_output_only_matches_too():
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_a_layers_weight_gradient_products_run_one_after_another():
+@pytest.mark.parametrize(
+    "cell, avx512, backward_products",
+    [("lstm", True, 3), ("lstm", False, 2), ("simple_rnn", False, 2), ("gru", False, 3)],
+)
+def test_a_layers_weight_gradient_products_run_one_after_another(
+    cell, avx512, backward_products, monkeypatch
+):
     """In a traced backward pass, the kernel's, the recurrent kernel's and the input's
     gradient products each wait for the one before (TensorFlow would otherwise run them
-    at once, each on every core, slower than in turn)."""
-    _, twin = twin_layers("lstm")
+    at once, each on every core, slower than in turn). Where oneDNN runs AVX2, the
+    kernel's and the recurrent kernel's are one product, unless the cell's input and
+    recurrent gradients differ (GRU)."""
+    monkeypatch.setattr(fused, "onednn_uses_avx512", lambda: avx512)
+    _, twin = twin_layers(cell)
     x = tf.constant(np.random.default_rng(12).standard_normal((2, 3, 5)), tf.float32)
 
     @tf.function
@@ -114,8 +126,33 @@ def test_a_layers_weight_gradient_products_run_one_after_another():
 
     graph = gradients.get_concrete_function(x).graph
     products = [op for op in graph.get_operations() if op.type == "MatMul"]
-    waiting = [op for op in products if any(c.type == "MatMul" for c in op.control_inputs)]
-    assert len(waiting) == 2
+    waiting = [op for op in products if any(is_or_slices_a_product(c) for c in op.control_inputs)]
+    assert len(products) == 1 + backward_products  # the forward one: the input projection
+    assert len(waiting) == backward_products - 1
+
+
+@pytest.mark.parametrize(
+    "flags, limit, expected",
+    [
+        ({"avx2", "avx512f"}, None, True),
+        ({"avx2", "avx512f"}, "AVX2", False),
+        ({"avx2", "avx512f"}, "avx512_core", True),
+        ({"avx2"}, None, False),
+    ],
+)
+def test_onednn_runs_avx512_where_the_cpu_has_it_and_no_limit_holds_it_below(
+    flags, limit, expected, monkeypatch
+):
+    monkeypatch.setattr(cpu, "cpu_info", lambda: ("a CPU", frozenset(flags)))
+    if limit:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", limit)
+    else:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert cpu.onednn_uses_avx512() is expected
+
+
+def is_or_slices_a_product(op) -> bool:
+    return op.type == "MatMul" or (op.type == "StridedSlice" and op.inputs[0].op.type == "MatMul")
 
 
 def test_evaluating_runs_the_loop_that_keeps_the_outputs_alone():

@@ -3,15 +3,12 @@ each framework computes with, and the machine's float32 matmul rate."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 
-# The widest first: the name of the first flag /proc/cpuinfo lists is reported.
-ISA_FLAGS = (("amx_tile", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"))
+from charlm.cpu import cpu_info, widest_instruction_set
 
 
 def machine() -> dict:
@@ -21,19 +18,10 @@ def machine() -> dict:
     cores each)."""
     import tensorflow as tf
 
-    model, flags = "unknown", set()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    present = next((name for flag, name in ISA_FLAGS if flag in flags), "below AVX2")
     threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
     return {
-        "cpu": model,
-        "instruction_set": present,
+        "cpu": cpu_info()[0],
+        "instruction_set": widest_instruction_set(),
         "onednn_isa_limit": os.environ.get("ONEDNN_MAX_CPU_ISA"),
         "xla_isa_limit": xla_isa_limit(os.environ.get("XLA_FLAGS", "")),
         "tensorflow_threads": threads,
