@@ -179,11 +179,12 @@ def backward_pass(math, *loop_inputs):
 def weight_gradients(math, flat_x, flat_h_prev, flat_d_px, flat_d_rec):
     """The gradients of the kernel, x^T d_px, and of the recurrent kernel, h_prev^T d_rec,
     one product after the other. Where d_px is d_rec (LSTM, SimpleRNN) and oneDNN runs
-    AVX2, they are one product, [x | h_prev]^T d_px: oneDNN's AVX2 products are slow at
-    some shapes of these, and the joint one avoids them (the reference SimpleRNN's
-    training step takes 9% less time, the LSTM's 1%). On AVX-512 the two products are
-    as fast as the joint one and do without its copy of x and h_prev (the SimpleRNN's
-    step would take 4% longer)."""
+    below AVX-512, they are one product, [x | h_prev]^T d_px: oneDNN's AVX2 products are
+    slow at some shapes of these (512 x 512 over 6,400 rows: about 130 GFLOP/s, against
+    190 for the joint 1,024 x 512), and the reference SimpleRNN's training step takes
+    7-10% less time, the LSTM's 1-2%. On AVX-512 the two products are as fast or faster
+    and do without the joint one's copy of x and h_prev (the SimpleRNN's step would take
+    1-4% longer). See docs/results.md."""
     if math.separate_input_gradient or onednn_uses_avx512():
         return one_after_another(
             lambda: tf.matmul(flat_x, flat_d_px, transpose_a=True),
