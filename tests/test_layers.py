@@ -1,7 +1,7 @@
 """The package's imports run one way, from the command line down to the shared helpers:
 
     cli  ->  bench, serve, export  ->  training, generate, evaluate  ->  run
-         ->  data, model  ->  config  ->  errors, files
+         ->  data, model  ->  config  ->  errors, files, cpu
 
 A module may import from its own package and from any lower layer, never from a higher
 layer or a peer (data never imports model, training never imports generate)."""
@@ -14,7 +14,7 @@ from pathlib import Path
 import charlm
 
 LAYERS = [
-    {"charlm", "charlm.errors", "charlm.files"},
+    {"charlm", "charlm.errors", "charlm.files", "charlm.cpu"},
     {"charlm.config"},
     {"charlm.data", "charlm.model", "charlm.draws", "charlm.batching"},
     {"charlm.run"},
