@@ -1,4 +1,5 @@
 import re
+import threading
 
 import keras
 import numpy as np
@@ -232,6 +233,32 @@ def test_a_stream_computes_bit_for_bit_the_same_beside_any_number_of_others():
         first_stream_after(invariant, 1),
     ):
         assert all(np.array_equal(a, b) for a, b in zip(expected, numbers))
+
+
+def test_more_than_block_rows_streams_run_as_blocks_at_once_each_stream_in_its_place():
+    """40 streams run as 64 rows: two blocks of BLOCK_ROWS rows, each a call of the
+    compiled loop in a thread of its own, both running at once (the barrier lets neither
+    go on alone). Streams 32-39 get the characters they get as a batch of their own."""
+    s, _ = sampler("lstm")
+    calls, barrier = [], threading.Barrier(2, timeout=20)
+    compiled = s.generate_chunk["plain"]
+
+    def recording(logits, *rest):
+        calls.append((logits.shape[0], threading.get_ident()))
+        barrier.wait()
+        return compiled(logits, *rest)
+
+    s.generate_chunk = {**s.generate_chunk, "plain": recording}
+    lanes = generate_module.Lanes.of(SamplingOptions(temperature=1.0, seed=3), 40)
+    ids, logits, states = s.generate(*s.feed([0], 40), lanes, 6, "plain")
+    assert ids.shape == (40, 6) and logits.shape[0] == 40 and states[1][0].shape[0] == 40
+    assert [rows for rows, _ in calls] == [batching.BLOCK_ROWS] * 2
+    assert len({thread for _, thread in calls}) == 2
+    s.generate_chunk = {**s.generate_chunk, "plain": compiled}
+    last = generate_module.Lanes.of(SamplingOptions(temperature=1.0, seed=3), 8)
+    last.seeds[:] = lanes.seeds[32:]
+    alone, _, _ = s.generate(*s.feed([0], 8), last, 6, "plain")
+    assert np.array_equal(ids[32:], alone)
 
 
 def test_a_lone_stream_runs_as_one_row_with_the_same_text_but_for_rounding():
