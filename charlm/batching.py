@@ -38,3 +38,23 @@ def pad_rows(array, rows: int):
     if isinstance(array, np.ndarray):
         return np.concatenate([array] + [array[:1]] * missing)
     return tf.concat([array] + [array[:1]] * missing, axis=0)
+
+
+def in_blocks(function, arrays, rows: int, run_each=map):
+    """`function(arrays)` for up to BLOCK_ROWS rows; for more, `function` of each block of
+    BLOCK_ROWS rows of every array in `arrays` (any structure, `rows` rows), the blocks run
+    by `run_each` (in turn by default) and their results joined row after row."""
+    if rows <= BLOCK_ROWS:
+        return function(arrays)
+    blocks = [block_at(start, arrays) for start in range(0, rows, BLOCK_ROWS)]
+    return concat_rows(list(run_each(function, blocks)))
+
+
+def block_at(start: int, arrays):
+    """Rows `start` to `start + BLOCK_ROWS` of each array in `arrays` (any structure)."""
+    return tf.nest.map_structure(lambda array: array[start : start + BLOCK_ROWS], arrays)
+
+
+def concat_rows(blocks: list):
+    """Blocks of rows (each the same structure of tensors) joined, row after row."""
+    return tf.nest.map_structure(lambda *parts: tf.concat(parts, axis=0), *blocks)

@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from charlm.batching import BLOCK_ROWS, INVARIANT_ROWS, pad_rows, row_bucket
+from charlm.batching import BLOCK_ROWS, INVARIANT_ROWS, in_blocks, pad_rows, row_bucket
 from charlm.data.vocabulary import Vocabulary
 from charlm.draws import choose, uniform_noise
 from charlm.model.step import CharacterStep
@@ -152,13 +152,7 @@ class Sampler:
 
     def step_in_blocks(self, tokens, states):
         """`step` for a batch, BLOCK_ROWS rows at a time (see BLOCK_ROWS)."""
-        rows = tokens.shape[0]
-        if rows <= BLOCK_ROWS:
-            return self.step(tokens, states)
-        blocks = [
-            self.step(*block_at(start, (tokens, states))) for start in range(0, rows, BLOCK_ROWS)
-        ]
-        return concat_rows(blocks)
+        return in_blocks(lambda block: self.step(*block), (tokens, states), tokens.shape[0])
 
     # ------------------------------------------------------------ public
     def feed(self, prime_ids, streams: int = 1):
@@ -197,13 +191,10 @@ class Sampler:
         return ids.numpy()[:rows, :steps], logits, states
 
     def generate_in_blocks(self, logits, states, steps: int, controls, mode: str):
-        """generate_chunk on rows (a row bucket) of at most BLOCK_ROWS rows as they are;
-        on more, on each block of BLOCK_ROWS rows, the blocks at once, each in a thread
-        of its own. The blocks never meet (each row's numbers are its own, see
-        BLOCK_ROWS), and XLA runs one program's steps one after the other, each matrix
-        product spread over every core; two programs at once keep the cores busy while
-        the other waits between products: 64 streams of the reference LSTM, about a
-        tenth more characters per second on 2 cores (docs/results.md)."""
+        """generate_chunk on up to BLOCK_ROWS rows; on more, on each block of BLOCK_ROWS
+        rows at once, each in a thread: XLA runs a program's steps one after the other,
+        and two keep the cores busy in each other's gaps (64 streams of the reference
+        LSTM: about a tenth faster on 2 cores, docs/results.md)."""
 
         def run(block):
             logits, states, controls = block
@@ -211,13 +202,8 @@ class Sampler:
             return self.generate_chunk[mode](logits, states, tf.constant(steps), constants)
 
         rows = len(controls[0])
-        if rows <= BLOCK_ROWS:
-            return run((logits, states, controls))
-        blocks = [
-            block_at(start, (logits, states, controls)) for start in range(0, rows, BLOCK_ROWS)
-        ]
-        with ThreadPoolExecutor(max_workers=len(blocks)) as pool:
-            return concat_rows(list(pool.map(run, blocks)))
+        with ThreadPoolExecutor(max_workers=-(-rows // BLOCK_ROWS)) as pool:
+            return in_blocks(run, (logits, states, controls), rows, pool.map)
 
     def compile(self, max_streams: int) -> None:
         """Compile the reading and generation loops for every row bucket up to
@@ -305,16 +291,6 @@ class PromptReading:
         """The logits and states after each prompt, once done."""
         rows = self.rows
         return self.logits[:rows], [[state[:rows] for state in layer] for layer in self.states]
-
-
-def block_at(start: int, arrays):
-    """Rows `start` to `start + BLOCK_ROWS` of each array in `arrays` (any structure)."""
-    return tf.nest.map_structure(lambda array: array[start : start + BLOCK_ROWS], arrays)
-
-
-def concat_rows(blocks: list):
-    """Blocks of rows (each the same structure of tensors) joined, row after row."""
-    return tf.nest.map_structure(lambda *parts: tf.concat(parts, axis=0), *blocks)
 
 
 def sampling_mode(lanes: Lanes) -> str:
