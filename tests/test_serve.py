@@ -45,19 +45,16 @@ class Server:
                 str(self.port),
                 *map(str, flags),
             ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        )  # its output goes to the tests' own: pytest shows it beside a failure
         deadline = time.time() + 90
-        while time.time() < deadline:
+        while time.time() < deadline and self.process.poll() is None:
             try:
                 if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
                     return
             except httpx.TransportError:
                 time.sleep(0.2)
-        self.process.kill()
-        raise AssertionError(f"the server did not start: {self.process.stderr.read()}")
+        self.stop()
+        raise AssertionError("the server did not start; its output is in the captured stderr")
 
     def post(self, body: dict, **kwargs) -> httpx.Response:
         return httpx.post(f"{self.url}/v1/completions", json=body, timeout=60, **kwargs)
