@@ -3,6 +3,8 @@ stream's numbers then do not depend on the streams beside it."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 
@@ -58,3 +60,30 @@ def block_at(start: int, arrays):
 def concat_rows(blocks: list):
     """Blocks of rows (each the same structure of tensors) joined, row after row."""
     return tf.nest.map_structure(lambda *parts: tf.concat(parts, axis=0), *blocks)
+
+
+class CompiledPerRows:
+    """`function` compiled by XLA, a tf.function per row count (its first argument's first
+    dimension). XLA compiles a program per shape in any case, but a tf.function traced
+    for five shapes in a row makes TensorFlow warn of "excessive retracing", and a
+    server compiles every row bucket at start (Sampler.compile)."""
+
+    def __init__(self, function):
+        self.function = function
+        self.by_rows = {}
+
+    def __call__(self, first, *rest, **keywords):
+        return self.for_rows(first.shape[0])(first, *rest, **keywords)
+
+    def for_rows(self, rows: int):
+        compiled = self.by_rows.get(rows)
+        if compiled is None:
+            # A partial of its own: TensorFlow counts the traces of every tf.function of
+            # one Python function together.
+            own = functools.partial(self.function)
+            compiled = self.by_rows.setdefault(rows, tf.function(own, jit_compile=True))
+        return compiled
+
+    def experimental_get_tracing_count(self) -> int:
+        """Traces over every row count, as a tf.function counts them."""
+        return sum(f.experimental_get_tracing_count() for f in list(self.by_rows.values()))

@@ -26,7 +26,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from charlm.batching import BLOCK_ROWS, INVARIANT_ROWS, in_blocks, pad_rows, row_bucket
+from charlm.batching import (
+    BLOCK_ROWS,
+    INVARIANT_ROWS,
+    CompiledPerRows,
+    in_blocks,
+    pad_rows,
+    row_bucket,
+)
 from charlm.data.vocabulary import Vocabulary
 from charlm.draws import choose, uniform_noise
 from charlm.model.step import CharacterStep
@@ -85,9 +92,9 @@ class Sampler:
             np.where(np.arange(vocab.size) == vocab.unknown_id, -np.inf, 0.0), tf.float32
         )
         # One XLA program per row bucket (row_bucket keeps those few), and per mode.
-        self.read_chunk = tf.function(self._read_chunk, jit_compile=True)
+        self.read_chunk = CompiledPerRows(self._read_chunk)
         self.generate_chunk = {
-            mode: tf.function(functools.partial(self._generate_chunk, mode=mode), jit_compile=True)
+            mode: CompiledPerRows(functools.partial(self._generate_chunk, mode=mode))
             for mode in MODES
         }
 

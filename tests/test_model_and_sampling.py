@@ -1,3 +1,4 @@
+import logging
 import re
 import threading
 
@@ -11,7 +12,7 @@ from charlm import generate as generate_module
 from charlm.config import ModelConfig
 from charlm.data.vocabulary import Vocabulary
 from charlm.draws import choose, keep_top_k, keep_top_p, uniform_noise
-from charlm.generate import Sampler, SamplingOptions, stream_seed
+from charlm.generate import MODES, Sampler, SamplingOptions, stream_seed
 from charlm.model.build import build_model, parameter_count
 
 VOCAB = Vocabulary(list("abcdefgh\n"))
@@ -103,9 +104,13 @@ def test_a_one_row_product_stays_out_of_xla_fusions():
         tf.constant(a)
         for a in (lanes.seeds, lanes.positions, lanes.temperature, lanes.top_k, lanes.top_p)
     )
-    hlo = s.generate_chunk["plain"].experimental_get_compiler_ir(
-        logits, states, tf.constant(1), controls, mode="plain"
-    )(stage="optimized_hlo")
+    hlo = (
+        s.generate_chunk["plain"]
+        .for_rows(1)
+        .experimental_get_compiler_ir(logits, states, tf.constant(1), controls, mode="plain")(
+            stage="optimized_hlo"
+        )
+    )
     computations = re.split(r"\n(?=%|ENTRY)", hlo)
     fused_dots = [
         line
@@ -287,6 +292,18 @@ def test_a_prompt_reads_bit_for_bit_the_same_beside_longer_and_shorter_ones():
     for row in (1, 2):
         row_logits, _ = s.read_prompts(prompts[row : row + 1])
         assert np.array_equal(row_logits.numpy()[0], logits.numpy()[row])
+
+
+def test_compiling_every_row_bucket_warns_of_nothing(caplog):
+    """A server compiles its loops for every row bucket at start (Sampler.compile): one
+    program per bucket is the design, and TensorFlow must not call it "excessive
+    retracing" on the console of every `charlm serve`."""
+    s, _ = sampler("lstm")
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
+        s.compile(16)  # rows 1, 2, 4, 8 and 16: five programs of each loop
+    assert not [record.getMessage() for record in caplog.records]
+    assert s.read_chunk.experimental_get_tracing_count() == 5
+    assert all(s.generate_chunk[mode].experimental_get_tracing_count() == 5 for mode in MODES)
 
 
 def test_prompts_and_streams_of_any_size_share_a_few_shapes_and_one_graph():
