@@ -15,8 +15,6 @@ from charlm.data.tokens import encode_text_file
 from charlm.errors import CorpusError
 from charlm.run.load import load_checkpoint
 
-EVAL_BATCH = 64
-
 
 @dataclass
 class EvalResult:
@@ -44,9 +42,8 @@ def evaluate_file(checkpoint: Path, file: Path) -> EvalResult:
     seq_length = min(seq_length, len(split) - 1)
     model = loaded.model
     model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    loss = model.evaluate(
-        evaluation_dataset(split, EVAL_BATCH, seq_length), verbose=0, return_dict=True
-    )["loss"]
+    windows = evaluation_dataset(split, loaded.config.train.eval_batch_size, seq_length)
+    loss = model.evaluate(windows, verbose=0, return_dict=True)["loss"]
     scored = (len(split) - 1) // seq_length * seq_length
     return EvalResult(float(loss), scored, count_unknown(tokens, loaded.vocab.unknown_id))
 

@@ -87,3 +87,17 @@ def test_run_dir_defaults_to_the_config_name(tmp_path):
 def test_on_and_off_are_not_booleans_here(tmp_path):
     assert load_config(None, ["train.jit_compile=off"]).train.jit_compile == "off"
     assert load_config(write(tmp_path, "train:\n  jit_compile: on\n")).train.jit_compile == "on"
+
+
+@pytest.mark.parametrize(
+    "settings, rows",
+    [
+        (["train.batch_size=64", "train.seq_length=100"], 128),
+        (["train.batch_size=64", "train.seq_length=100", "train.eval_seq_length=256"], 64),
+        (["train.batch_size=8", "train.seq_length=64", "train.eval_seq_length=16"], 64),
+    ],
+)
+def test_validation_batches_are_whole_training_batches_holding_twice_their_characters(
+    settings, rows
+):
+    assert load_config(None, settings).train.eval_batch_size == rows

@@ -307,6 +307,40 @@ def test_validation_windows_follow_eval_seq_length(tmp_path, corpus_file):
     assert scored.chars == (2000 - 1) // 48 * 48
 
 
+def test_validation_batches_hold_twice_a_training_batch_and_score_the_same(
+    tmp_path, corpus_file, monkeypatch
+):
+    """An evaluation keeps no activations for gradients: its batches hold twice a
+    training batch's characters (its products are faster over more rows). Which windows
+    share a batch does not change the loss."""
+    import charlm.evaluate
+    import charlm.training.loop
+    from charlm.data.pipeline import evaluation_dataset
+
+    asked = []
+
+    def recording(split, rows, seq_length):
+        asked.append((rows, seq_length))
+        return evaluation_dataset(split, rows, seq_length)
+
+    monkeypatch.setattr(charlm.training.loop, "evaluation_dataset", recording)
+    result = train(tiny_config(corpus_file, tmp_path / "run", "train.steps=6"))
+    assert asked == [(2 * 4, 16)]  # tiny_config: 4 rows of 16 characters a training batch
+    text = corpus_file.read_text(encoding="utf-8")
+    val = tmp_path / "val.txt"
+    val.write_text(text[int(len(text) * 0.9) :][:2000], encoding="utf-8")
+    (record,) = [h for h in RunDir(tmp_path / "run").history() if h["step"] == 6]
+    assert result.state.best_step == 6
+
+    def four_rows(split, rows, seq_length):
+        return evaluation_dataset(split, 4, seq_length)
+
+    monkeypatch.setattr(charlm.evaluate, "evaluation_dataset", four_rows)
+    from charlm.evaluate import evaluate_file
+
+    assert evaluate_file(tmp_path / "run", val).loss == pytest.approx(record["val_loss"], rel=1e-5)
+
+
 @pytest.mark.parametrize(
     "setting, named",
     [

@@ -168,7 +168,9 @@ class TrainConfig:
         "Characters per validation window; each window is read "
         "from a fresh state and every character of it is scored, as "
         "nanoGPT scores its block (256 in its Shakespeare recipe). "
-        "Unset: train.seq_length. `charlm eval` uses it too.",
+        "Unset: train.seq_length. `charlm eval` uses it too. A validation "
+        "batch is as many windows as hold twice a training batch's characters, "
+        "in whole multiples of train.batch_size (at least one).",
         minimum=1,
         maximum=1_000_000,
         kind="int",
@@ -210,6 +212,14 @@ class TrainConfig:
     def eval_length(self) -> int:
         """The validation window: eval_seq_length, or seq_length when that is unset."""
         return self.eval_seq_length or self.seq_length
+
+    @property
+    def eval_batch_size(self) -> int:
+        """Validation windows per batch: whole training batches of rows, as many as hold
+        twice a training batch's characters (at least one). An evaluation keeps no
+        activations for gradients, so this fits in the memory a training step takes, and
+        its products over more rows are faster (docs/results.md)."""
+        return self.batch_size * max(1, 2 * self.seq_length // self.eval_length)
 
 
 @dataclass

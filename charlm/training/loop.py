@@ -233,7 +233,7 @@ def resolve_total_steps(config: Config, train_chars: int) -> int:
 def run_loop(run: Run, model: keras.Model, prepared, total: int) -> TrainResult:
     config = run.config.train
     val_data = (
-        evaluation_dataset(prepared.val, config.batch_size, config.eval_length)
+        evaluation_dataset(prepared.val, config.eval_batch_size, config.eval_length)
         if prepared.val is not None
         else None
     )
