@@ -11,7 +11,7 @@ CELLS = ("simple_rnn", "lstm", "gru")
 GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}
 VOCAB_CHARS = 65
 REFERENCE = dict(embedding_dim=64, layers=2, units=512, batch_size=64, seq_length=100)
-# Validation text read at the end of each timed segment: ten batches, so that a
+# Validation text read at the end of each timed segment: ten training batches, so that a
 # segment's rate includes an evaluation of the size users see, not a token one.
 VALIDATION_CHARS = 10 * REFERENCE["batch_size"] * REFERENCE["seq_length"]
 
@@ -25,6 +25,15 @@ def forward_flops_per_char(cell: str, vocab: int = VOCAB_CHARS + 1) -> float:
 
 def chars_per_step() -> int:
     return REFERENCE["batch_size"] * REFERENCE["seq_length"]
+
+
+def evaluation_rows() -> int:
+    """Rows of a validation batch of the reference, as charlm's loop evaluates it (see
+    TrainConfig.eval_batch_size); PyTorch's segment evaluates the same batches."""
+    from charlm.config import load_config
+
+    sizes = [f"train.{key}={REFERENCE[key]}" for key in ("batch_size", "seq_length")]
+    return load_config(None, sizes).train.eval_batch_size
 
 
 def reference_corpus(root: Path) -> Path:

@@ -7,7 +7,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from charlm.bench.reference import REFERENCE, VALIDATION_CHARS, VOCAB_CHARS, chars_per_step
+from charlm.bench.reference import (
+    REFERENCE,
+    VALIDATION_CHARS,
+    VOCAB_CHARS,
+    chars_per_step,
+    evaluation_rows,
+)
 
 VOCAB = VOCAB_CHARS + 1
 
@@ -40,7 +46,8 @@ def reference_model(torch, cell: str):
 
 class TorchTraining:
     """One training step of the reference model (Adam, clip 5), and a whole segment:
-    steps, an evaluation of VALIDATION_CHARS, a checkpoint written to disk."""
+    steps, an evaluation of VALIDATION_CHARS in charlm's batches, a checkpoint written to
+    disk."""
 
     def __init__(self, torch, cell: str):
         self.torch, self.cell, self.model = torch, cell, None
@@ -53,6 +60,7 @@ class TorchTraining:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=2e-3)
         batch, length = REFERENCE["batch_size"], REFERENCE["seq_length"]
         self.tokens = torch.randint(0, VOCAB, (batch, length + 1))
+        self.validation_tokens = torch.randint(0, VOCAB, (evaluation_rows(), length + 1))
         for _ in range(2):
             self.train_step()
 
@@ -80,8 +88,8 @@ class TorchTraining:
         for _ in range(steps):
             self.train_step()
         with self.torch.no_grad():
-            for _ in range(VALIDATION_CHARS // chars_per_step()):
-                self.loss(self.tokens)
+            for _ in range(VALIDATION_CHARS // self.validation_tokens[:, 1:].numel()):
+                self.loss(self.validation_tokens)
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
         self.torch.save(state, checkpoint)
         return steps * chars_per_step() / (time.perf_counter() - started)
