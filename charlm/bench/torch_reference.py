@@ -88,7 +88,8 @@ class TorchTraining:
         for _ in range(steps):
             self.train_step()
         with self.torch.no_grad():
-            for _ in range(VALIDATION_CHARS // self.validation_tokens[:, 1:].numel()):
+            rows, length = self.validation_tokens.shape
+            for _ in range(VALIDATION_CHARS // (rows * (length - 1))):
                 self.loss(self.validation_tokens)
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
         self.torch.save(state, checkpoint)
