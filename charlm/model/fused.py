@@ -79,6 +79,8 @@ def run_fused(math, sequences, initial_states, kernel, recurrent_kernel, bias, t
                 previous,
                 recurrent_kernel,
             )
+            if d_px is None:  # the input gradient is the recurrent one (backward_loop)
+                d_px = d_rec
             flat_d_px = tf.reshape(d_px, [-1, tf.shape(d_px)[2]])
             flat_d_rec = tf.reshape(d_rec, [-1, tf.shape(d_rec)[2]])
             flat_h_prev = tf.reshape(previous[0], [-1, tf.shape(previous[0])[2]])
@@ -172,7 +174,8 @@ def backward_pass(math, *loop_inputs):
     """The backward loop, and the bias gradient summed in the same XLA program (XLA's
     sum over time and batch takes 2.5 ms at the reference size, TensorFlow's 8.5)."""
     d_px, d_rec, d_states0 = backward_loop(math, *loop_inputs)
-    d_bias = join_bias(math, tf.reduce_sum(d_px, [0, 1]), tf.reduce_sum(d_rec, [0, 1]))
+    d_input_bias = tf.reduce_sum(d_rec if d_px is None else d_px, [0, 1])
+    d_bias = join_bias(math, d_input_bias, tf.reduce_sum(d_rec, [0, 1]))
     return d_px, d_rec, d_states0, d_bias
 
 

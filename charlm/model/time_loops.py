@@ -60,7 +60,8 @@ def backward_loop(
     math, d_h_seq, d_final_states, saved_seqs, state_seqs, previous, recurrent_kernel
 ):
     """The sequential part of the backward pass: the gradients of the projected inputs
-    and of the recurrent terms at every step, and those of the initial states."""
+    (None where they are those of the recurrent terms) and of the recurrent terms at
+    every step, and those of the initial states."""
     steps = tf.shape(d_h_seq)[0]
 
     def body(t, d_states, arrays):
@@ -93,7 +94,9 @@ def backward_loop(
         maximum_iterations=steps,  # XLA sizes the arrays by it
     )
     d_rec_seq, *d_px_seq = [a.stack() for a in arrays]
-    return (d_px_seq[0] if d_px_seq else d_rec_seq), d_rec_seq, d_states0
+    # None where the input gradient is the recurrent one: an XLA program that returned
+    # one array twice would copy it (the reference LSTM's: 52 MB, about 6 ms a layer).
+    return (d_px_seq[0] if d_px_seq else None), d_rec_seq, d_states0
 
 
 def new_arrays(count, dtype, size):
