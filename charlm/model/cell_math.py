@@ -9,6 +9,7 @@ The loops and the weight gradients are shared (fused.run_fused).
 from __future__ import annotations
 
 import tensorflow as tf
+from tensorflow.compiler.tf2xla.python import xla
 
 
 class LSTMMath:
@@ -17,7 +18,7 @@ class LSTMMath:
 
     has_recurrent_bias = False
     separate_input_gradient = False
-    saved_count = 5  # i, f, tanh(z_c), o, tanh(c')
+    saved_count = 4  # i, f, tanh(z_c), o; tanh(c') is recomputed from c' (backward)
 
     @staticmethod
     def forward(px, rec, states):
@@ -29,18 +30,20 @@ class LSTMMath:
         gates = tf.tanh((px + rec) * scale) * scale + shift
         i, f, candidate, o = tf.split(gates, 4, axis=-1)
         c_new = f * c + i * candidate
-        tanh_c = tf.tanh(c_new)
-        return (o * tanh_c, c_new), (i, f, candidate, o, tanh_c)
+        return (o * tf.tanh(c_new), c_new), (i, f, candidate, o)
 
     @staticmethod
     def backward(d_states, saved, states, previous, recurrent_kernel):
         dh, dc = d_states
-        i, f, candidate, o, tanh_c = saved
+        i, f, candidate, o = saved
         _, c_prev = previous
+        # Recomputed rather than kept: a tanh per step costs less than writing a sixth
+        # sequence forward (zeroed, then written a step at a time) and reading it back.
+        tanh_c = tf.tanh(states[1])
         # Element-wise: XLA, which compiles the backward loop, fuses these into a few
         # kernels (TensorFlow's LSTMBlockCellGrad, the same math in one op, has no XLA
         # kernel).
-        dc = dc + dh * o * (1.0 - tanh_c * tanh_c)
+        (dc,) = xla.optimization_barrier(dc + dh * o * (1.0 - tanh_c * tanh_c))
         dz = tf.concat(
             [
                 dc * candidate * i * (1.0 - i),
