@@ -37,12 +37,13 @@ class LSTMMath:
         dh, dc = d_states
         i, f, candidate, o = saved
         _, c_prev = previous
-        # Recomputed rather than kept: a tanh per step costs less than writing a sixth
-        # sequence forward (zeroed, then written a step at a time) and reading it back.
+        # Recomputed rather than kept: a tanh per step costs less than one more kept
+        # sequence (zeroed by XLA, then written a step at a time) read back here.
         tanh_c = tf.tanh(states[1])
         # Element-wise: XLA, which compiles the backward loop, fuses these into a few
         # kernels (TensorFlow's LSTMBlockCellGrad, the same math in one op, has no XLA
-        # kernel).
+        # kernel). dc stands behind a barrier so that it is computed once: XLA would
+        # otherwise fuse it, tanh included, into each of the four gate gradients.
         (dc,) = xla.optimization_barrier(dc + dh * o * (1.0 - tanh_c * tanh_c))
         dz = tf.concat(
             [
