@@ -246,8 +246,13 @@ class Sampler:
         return ids if ids.size else np.array([self.start_token()], np.int32)
 
     def start_token(self) -> int:
-        """Without a prime, generation starts as if after a newline (or the first character)."""
-        return self.vocab.chars.index("\n") if "\n" in self.vocab.chars else 0
+        return start_token(self.vocab)
+
+
+def start_token(vocab: Vocabulary) -> int:
+    """Without a prime, generation starts as if after a newline (or the first character);
+    scoring and charlm.inspect read a text from there too."""
+    return vocab.chars.index("\n") if "\n" in vocab.chars else 0
 
 
 class PromptReading:

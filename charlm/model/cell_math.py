@@ -19,6 +19,9 @@ class LSTMMath:
     has_recurrent_bias = False
     separate_input_gradient = False
     saved_count = 4  # i, f, tanh(z_c), o; tanh(c') is recomputed from c' (backward)
+    # What forward's states and saved values are, by name (charlm.inspect reads them).
+    state_names = ("hidden", "cell")
+    saved_names = ("input_gate", "forget_gate", "candidate", "output_gate")
 
     @staticmethod
     def forward(px, rec, states):
@@ -72,6 +75,8 @@ class GRUMath:
     has_recurrent_bias = True
     separate_input_gradient = True  # the candidate's: r scales only the recurrent part
     saved_count = 4  # z, r, the candidate, the recurrent term of the candidate
+    state_names = ("hidden",)
+    saved_names = ("update_gate", "reset_gate", "candidate", None)  # None: not shown
 
     @staticmethod
     def forward(px, rec, states):
@@ -104,6 +109,8 @@ class SimpleRNNMath:
     has_recurrent_bias = False
     separate_input_gradient = False
     saved_count = 0  # the output alone suffices
+    state_names = ("hidden",)
+    saved_names = ()
 
     @staticmethod
     def forward(px, rec, states):
