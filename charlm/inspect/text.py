@@ -1,0 +1,38 @@
+"""The text an inspection reads, checked before any model is loaded: 1 to a cap of
+characters of UTF-8 text (a page of every character's values grows with it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from charlm.data.sources import check_not_binary
+from charlm.errors import CorpusError
+
+
+def check_text(text: str, max_chars: int, what: str) -> None:
+    """An inspection reads 1 to `max_chars` characters."""
+    if not text:
+        raise CorpusError(f"{what} is empty; give some text to inspect")
+    if len(text) > max_chars:
+        raise CorpusError(
+            f"{what} holds {len(text):,} characters, more than the {max_chars:,} an "
+            f"inspection reads; inspect a part of it"
+        )
+
+
+def read_text_file(path: Path, max_chars: int) -> str:
+    """The UTF-8 text of `path`, checked (check_text); a binary file is refused."""
+    if not path.is_file():
+        raise CorpusError(f"{path} is not a file; give the text to inspect")
+    check_not_binary(path)
+    if path.stat().st_size > 4 * max_chars + 4:  # more than max_chars even in 4-byte UTF-8
+        raise CorpusError(
+            f"{path} holds more than the {max_chars:,} characters an inspection reads; "
+            f"inspect a part of it"
+        )
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise CorpusError(f"{path}: invalid UTF-8 at byte offset {error.start}") from None
+    check_text(text, max_chars, str(path))
+    return text
