@@ -26,6 +26,15 @@ def train(
         Optional[Path],
         typer.Option(help="Continue the run in this directory from its latest checkpoint."),
     ] = None,
+    init_from: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--init-from",
+            help="Fine-tune: start a new run from this trained run's best model (or a "
+            "checkpoint directory or .keras file in it), on the config's corpus "
+            "(train.init_from).",
+        ),
+    ] = None,
     workers: Annotated[
         int,
         typer.Option(
@@ -40,15 +49,23 @@ def train(
     from charlm.training.workers import launch_local_workers
 
     with user_errors():
+        if init_from is not None and resume is not None:
+            fail(
+                "--init-from starts a new run from another run's weights and --resume "
+                "continues a run from its own checkpoint; give only one of them"
+            )
         if config is None and resume is not None:
             config = RunDir(resume).config_path
         settings = load_config(config, set_ or [])
         if workers < 1:
             fail(f"--workers must be at least 1; got {workers}")
+        if init_from is not None:
+            settings.train.init_from = str(init_from)
         if workers > 1:
             forwarded = [str(config)] if config else []
             forwarded += [part for item in set_ or [] for part in ("--set", item)]
             forwarded += ["--resume", str(resume)] if resume else []
+            forwarded += ["--init-from", str(init_from)] if init_from else []
             raise typer.Exit(launch_local_workers(workers, forwarded))
         if resume is not None:
             settings.train.run_dir = str(resume)
@@ -103,6 +120,8 @@ def info(checkpoint: CheckpointOption):
         loaded = load_checkpoint(checkpoint)
     state = loaded.state
     typer.echo(f"run directory: {loaded.run_dir}")
+    if loaded.config.train.init_from is not None:
+        typer.echo(f"fine-tuned from: {loaded.config.train.init_from}")
     typer.echo(f"model: {loaded.model_path} ({parameter_count(loaded.model):,} parameters)")
     typer.echo(
         f"vocabulary: {loaded.vocab.size} tokens ({len(loaded.vocab.chars)} characters + unknown)"

@@ -93,6 +93,16 @@ class TrainConfig:
         "Where checkpoints, vocabulary, history and logs go. "
         "Unset in a config file: `runs/<config file name>`.",
     )
+    init_from: str = key(
+        None,
+        "Fine-tuning: start this new run from the weights of a trained run (its best "
+        "model; or a checkpoint directory or `.keras` file in it). The model settings "
+        "`cell`, `layers`, `units` and `embedding_dim` must match it; its vocabulary is "
+        "kept, the corpus's new characters appended; optimizer, step and schedule start "
+        "afresh. A resume ignores it.",
+        kind="str",
+        optional=True,
+    )
     batch_size: int = key(
         64,
         "Sequences per step (the global batch under distribution).",

@@ -41,6 +41,15 @@ class Vocabulary:
     def decode(self, ids: Iterable[int]) -> str:
         return "".join(self.table[np.asarray(ids, dtype=np.int64)])
 
+    def extended(self, chars: Iterable[str]) -> Vocabulary:
+        """This vocabulary with the characters of `chars` it lacks appended (sorted): each
+        character keeps its id, and the unknown token moves to the new end.
+
+        >>> Vocabulary(["b", "a"]).extended("abc").chars
+        ['b', 'a', 'c']
+        """
+        return Vocabulary(self.chars + sorted(set(chars) - set(self.chars)))
+
     def unknown_chars(self, text: str) -> list[str]:
         return sorted({c for c in text if self.lookup[ord(c)] == self.unknown_id})
 

@@ -59,6 +59,13 @@ from charlm.training.distribute import (
     strategy_name,
 )
 from charlm.training.evaluation import evaluate_and_save
+from charlm.training.init_from import (
+    InitSource,
+    describe_start,
+    extended_vocabulary,
+    load_init_source,
+    start_from,
+)
 from charlm.training.optimizer import build_optimizer
 from charlm.training.preflight import (
     check_distributable,
@@ -114,20 +121,29 @@ def train(
     strategy = choose_strategy(name)
     path = resume or config.train.run_dir
     run_dir = RunDir(path) if is_chief() else WorkerRunDir(path)
-    run_dir.lock()
     try:
-        return train_locked(config, run_dir, resume is not None, reporter, strategy)
+        # train.init_from is checked before the run directory is made: a refusal writes nothing.
+        source = load_init_source(config, resume is not None)
+        run_dir.lock()
+        return train_locked(config, run_dir, resume is not None, reporter, strategy, source)
     finally:
         reporter.close()
         run_dir.unlock()
 
 
 def train_locked(
-    config: Config, run_dir: RunDir, resuming: bool, reporter: Reporter, strategy
+    config: Config,
+    run_dir: RunDir,
+    resuming: bool,
+    reporter: Reporter,
+    strategy,
+    source: InitSource | None = None,
 ) -> TrainResult:
     run_dir.remove_partial_saves()
     checkpoint = check_run_dir(config, run_dir, resuming)
     vocab = Vocabulary.load(run_dir.vocab_path) if resuming else None
+    if source is not None:
+        vocab = extended_vocabulary(source, config.data, reporter.corpus_progress)
     prepared = prepare_corpus(
         config.data,
         config.train.seq_length,
@@ -142,6 +158,9 @@ def train_locked(
     jit = resolve_jit(config.train.jit_compile, strategy.num_replicas_in_sync)
     with strategy.scope():
         model = load_or_build(config, prepared.vocab.size, checkpoint, total, jit)
+        if source is not None:
+            new_chars = start_from(model, source, prepared.vocab)
+            reporter.message(describe_start(source, new_chars))
     run = Run(config, run_dir, reporter)
     if checkpoint:
         resume_state(run, model, checkpoint)

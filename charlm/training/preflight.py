@@ -51,6 +51,8 @@ def check_run_dir(config: Config, run_dir: RunDir, resuming: bool) -> Path | Non
 def check_resumable(config: Config, saved: Config) -> None:
     """Refuse a resume whose config changes the model, the data or the optimizer."""
     new, old = flatten(config.to_dict()), flatten(saved.to_dict())
+    if new.get("train.init_from") is None:  # a resume reads its own weights, not the base's
+        new["train.init_from"] = old.get("train.init_from")
     changed = [
         k
         for k in new
