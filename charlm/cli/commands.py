@@ -115,6 +115,8 @@ def info(checkpoint: CheckpointOption):
     quiet_tensorflow_start()
     from charlm.model.build import parameter_count
     from charlm.run.load import load_checkpoint
+    from charlm.run.rundir import RunDir
+    from charlm.training.timeline import timeline_of
 
     with user_errors():
         loaded = load_checkpoint(checkpoint)
@@ -136,6 +138,10 @@ def info(checkpoint: CheckpointOption):
             f"steps: {state.step}; best validation loss: {best}; "
             f"training time {state.elapsed_s:.0f} s"
         )
+    timeline = timeline_of(RunDir(loaded.run_dir).history())
+    if timeline:
+        step, text = timeline[-1]
+        typer.echo(f"timeline at step {step}:\n{text}")
     typer.echo("config:")
     typer.echo(yaml.safe_dump(loaded.config.to_dict(), sort_keys=False, allow_unicode=True))
 

@@ -196,6 +196,14 @@ class TrainConfig:
         kind="int",
         optional=True,
     )
+    timeline_length: int = key(
+        200,
+        "Characters sampled at each evaluation into history.jsonl (the "
+        "training timeline), from the sample section's prime, temperature, "
+        "top_k and top_p and a fixed seed (sample.seed, else 0); 0 turns it off.",
+        minimum=0,
+        maximum=100_000,
+    )
     precision: str = key(
         "auto",
         "`auto` is mixed_float16 on a GPU and float32 on a CPU.",

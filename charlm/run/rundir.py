@@ -52,6 +52,7 @@ class TrainState:
     evals_since_best: int = 0
     elapsed_s: float = 0.0
     rng_states: list | None = None  # dropout generators' states (see model.rng_states)
+    gradient_health: list | None = None  # the interval's gradient sums (GradientHealth)
     version: int = STATE_VERSION
 
 
@@ -205,7 +206,9 @@ class RunDir:
             self.summary_writer = tf.summary.create_file_writer(str(self.tensorboard_path))
         with self.summary_writer.as_default(step=record["step"]):
             for name, value in record.items():
-                if name != "step" and value is not None:
+                if isinstance(value, str):
+                    tf.summary.text(name, value)
+                elif name != "step" and value is not None:
                     tf.summary.scalar(name, value)
         self.summary_writer.flush()
 

@@ -87,7 +87,9 @@ class StepMonitor(keras.callbacks.Callback):
             return
         self.segment_loss = loss
         chars = (batch + 1) * self.run.chars_per_step
-        self.run.reporter.advance(self.step, loss, chars / (time.perf_counter() - self.started))
+        # The segment's training speed so far (its model.fit alone: no evaluation).
+        self.run.train_chars_per_s = chars / (time.perf_counter() - self.started)
+        self.run.reporter.advance(self.step, loss, self.run.train_chars_per_s)
         if self.run.over_budget():
             self.run.stop.reason = self.run.stop.reason or "time budget"
         if self.run.stop.reason and self.stop_mid_segment:

@@ -58,7 +58,8 @@ from charlm.training.distribute import (
     shard_evaluation_data,
     strategy_name,
 )
-from charlm.training.evaluation import evaluate_and_save
+from charlm.training.evaluation import evaluate_and_save, validation_digest
+from charlm.training.gradient_health import GradientHealth
 from charlm.training.init_from import (
     InitSource,
     describe_start,
@@ -99,6 +100,10 @@ class Run:
         self.elapsed_before = 0.0
         self.steps_per_pass = 0  # contiguous training: steps in one pass over the text
         self.eval_model = None  # contiguous training: a stateless twin for evaluation
+        self.gradient_health = None  # a GradientHealth, set once the model is built
+        self.vocab = None
+        self.val_digest = None  # tells whether two runs were validated on the same text
+        self.train_chars_per_s = None  # the last segment's, set by StepMonitor
 
     def elapsed(self) -> float:
         """Training time of the whole run, earlier invocations (before --resume) included."""
@@ -162,6 +167,9 @@ def train_locked(
             new_chars = start_from(model, source, prepared.vocab)
             reporter.message(describe_start(source, new_chars))
     run = Run(config, run_dir, reporter)
+    with strategy.scope():  # its sums are variables of the strategy, like the weights
+        run.gradient_health = GradientHealth(model)
+    run.vocab, run.val_digest = prepared.vocab, validation_digest(prepared)
     if checkpoint:
         resume_state(run, model, checkpoint)
     else:
@@ -194,6 +202,7 @@ def resume_state(run: Run, model: keras.Model, checkpoint: Path) -> None:
     run.elapsed_before = run.state.elapsed_s
     restore_rng_states(model, run.state.rng_states or [])
     restore_recurrent_states(model, read_carried_states(checkpoint))
+    run.gradient_health.restore(run.state.gradient_health)
     run.reporter.message(f"resuming {run.run_dir.path} at step {run.state.step}")
 
 

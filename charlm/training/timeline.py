@@ -1,0 +1,46 @@
+"""The training timeline: at each evaluation, a short sample from a fixed prime and seed
+goes into history.jsonl, so that a run can be watched learning words, then lines, then
+style. Every sample of a run is made with the same settings; only the weights change."""
+
+from __future__ import annotations
+
+from charlm.config import Config
+
+TIMELINE_SEED = 0  # the seed when the config's sample section sets none
+
+
+def timeline_sample(model, vocab, config: Config) -> str | None:
+    """`config.train.timeline_length` characters from `model` (stateless: the model
+    `charlm sample` would load) after the sample section's prime; None when off."""
+    length = config.train.timeline_length
+    if not length:
+        return None
+    settings = config.sample
+    seed = TIMELINE_SEED if settings.seed is None else settings.seed
+    return sample_text(model, vocab, settings, settings.prime, length, seed)
+
+
+def sample_text(model, vocab, settings, prime: str, length: int, seed: int) -> str:
+    """`prime` (its characters the vocabulary knows) and `length` characters generated
+    after it from `seed`, with the temperature, top_k and top_p of `settings` (a sample
+    config section)."""
+    import numpy as np
+
+    from charlm.generate import Sampler, SamplingOptions
+
+    options = SamplingOptions(
+        length=length,
+        temperature=settings.temperature,
+        top_k=settings.top_k,
+        top_p=settings.top_p,
+        seed=seed,
+    )
+    known, _ = vocab.known_part(prime)
+    # The sampler reads the weights when it is built: a new one sees the latest weights.
+    chunks = Sampler(model, vocab).sample(vocab.encode(known), 1, options)
+    return known + vocab.decode(np.concatenate(list(chunks), axis=1)[0])
+
+
+def timeline_of(history: list[dict]) -> list[tuple[int, str]]:
+    """The timeline a run's history holds: (step, sample) at each evaluation that made one."""
+    return [(record["step"], record["timeline"]) for record in history if "timeline" in record]
