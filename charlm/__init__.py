@@ -9,3 +9,19 @@ DEFAULT_TF_LOG_LEVEL = "3"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", DEFAULT_TF_LOG_LEVEL)
 
 __version__ = "0.1.0"
+
+# The Python API (charlm/api.py), imported on first use: `import charlm` stays light, and
+# TensorFlow is loaded only by a call that needs it (PEP 562).
+__all__ = ["train", "load", "LanguageModel", "Config", "__version__"]
+
+
+def __getattr__(name: str):
+    if name in ("train", "load", "LanguageModel"):
+        from charlm import api
+
+        return getattr(api, name)
+    if name == "Config":
+        from charlm.config import Config
+
+        return Config
+    raise AttributeError(f"module 'charlm' has no attribute {name!r}")

@@ -9,7 +9,19 @@ class CharlmError(ValueError):
 
 
 class ConfigError(CharlmError):
-    """A config problem; the message names the key."""
+    """A config problem; the message names the key, and `setting` is that key
+    (`sample.top_p`) when one setting is at fault, so that a front end can name its own
+    flag or field for it instead (see `relabelled`)."""
+
+    def __init__(self, message: str, setting: str | None = None):
+        super().__init__(message)
+        self.setting = setting
+
+
+def relabelled(error: ConfigError, labels: dict[str, str]) -> str:
+    """`error`'s message with its setting named as `labels` names it (a flag, a field)."""
+    label = labels.get(error.setting or "")
+    return str(error).replace(error.setting, label, 1) if label else str(error)
 
 
 class CorpusError(CharlmError):

@@ -1,0 +1,229 @@
+"""charlm from Python: train a model, load it, generate, stream and score text.
+
+    >>> import charlm
+    >>> result = charlm.train("configs/tiny.yaml", overrides={"train.steps": 200})
+    >>> lm = charlm.load(result.run_dir)
+    >>> lm.generate("ROMEO:", length=200, seed=1)
+    >>> lm.score("To be, or not to be").bits_per_char
+
+Every call gives what the command line gives for the same arguments: `generate` is the
+text `charlm sample` prints, `evaluate` the number `charlm eval` prints. Errors a caller
+can fix are charlm.errors.CharlmError (a ValueError) naming the setting; nothing here ends
+the process.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+from charlm.config import Config, SampleConfig
+from charlm.config.load import build_config
+
+
+def train(
+    config: str | Path | dict | Config | None = None,
+    *,
+    overrides: dict | None = None,
+    resume: str | Path | None = None,
+    init_from: str | Path | None = None,
+    progress: bool = True,
+):
+    """Train a model (or resume one) as `charlm train` does.
+
+    Args:
+        config: a YAML path, a dict of sections ({"model": {"cell": "gru"}}), a Config, or
+            None for the defaults. With `resume` and no config, the run's own config.
+        overrides: dotted keys to values, {"data.corpus": "novel.txt", "train.steps": 2000},
+            checked as `--set` checks them.
+        resume: a run directory to continue from its latest checkpoint.
+        init_from: a trained run (or checkpoint) whose weights the new run starts from
+            (the key train.init_from).
+        progress: show a progress bar.
+
+    Returns:
+        TrainResult: run_dir, step, best_val_loss, stopped_by, history (the records of
+        history.jsonl).
+
+    Raises:
+        KeyboardInterrupt: when interrupted (Ctrl-C, a notebook's stop button); training
+            stops at the next step and saves a checkpoint first.
+    """
+    import keras
+
+    from charlm.run.rundir import RunDir
+    from charlm.training.loop import train as run_training
+
+    if config is None and resume is not None:
+        config = RunDir(resume).config_path
+    overrides = dict(overrides or {})
+    if init_from is not None:
+        overrides["train.init_from"] = str(init_from)
+    settings = build_config(config, overrides)
+    if resume is not None:
+        settings.train.run_dir = str(resume)
+    policy = keras.mixed_precision.global_policy()
+    try:
+        result = run_training(
+            settings, resume=resume, reporter=reporter_for(progress), exit_on_second_interrupt=False
+        )
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    if result.stopped_by == "interrupted":
+        raise KeyboardInterrupt(
+            f"training interrupted at step {result.step}; saved in {result.run_dir}"
+        )
+    return result
+
+
+def reporter_for(progress: bool):
+    from charlm.training.reporter import SilentReporter
+
+    if not progress:
+        return SilentReporter()
+    from charlm.cli.progress import RichReporter
+
+    return RichReporter()
+
+
+def load(path: str | Path) -> LanguageModel:
+    """The model of a run directory, one of its checkpoint directories, or a `.keras` file
+    inside a run; RunError if it is none of them."""
+    from charlm.run.load import load_checkpoint
+
+    return LanguageModel(load_checkpoint(Path(path)), Path(path))
+
+
+class LanguageModel:
+    """A trained charlm model: generate, stream and score text (see charlm.textgen)."""
+
+    def __init__(self, loaded, path: Path):
+        from charlm.textgen import TextGenerator
+
+        self.loaded, self.path = loaded, path
+        self.generator = TextGenerator(loaded.model, loaded.vocab, loaded.config.sample)
+
+    @property
+    def keras_model(self):
+        """The plain Keras model: token ids (batch, time) -> logits (batch, time, vocab)."""
+        return self.loaded.model
+
+    @property
+    def vocabulary(self):
+        """The Vocabulary: `.chars` (a character per id), `encode(text)`, `decode(ids)`."""
+        return self.loaded.vocab
+
+    @property
+    def sample_defaults(self) -> SampleConfig:
+        """The run's sample section: the settings a call leaves unset."""
+        return self.loaded.config.sample
+
+    def generate(
+        self,
+        prime: str = "",
+        *,
+        length: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        n: int = 1,
+        stop: str | list[str] | None = None,
+        argmax: bool = False,
+    ) -> str | list[str]:
+        """Text as `charlm sample` prints it for the same arguments: the prime's readable
+        part (characters the model never saw are left out, with an
+        UnknownCharactersWarning), then `length` generated characters, ending before the
+        first `stop` string. None takes the run's default (`sample_defaults`); no seed
+        means a random one. Returns a str, or a list of `n` of them when n > 1."""
+        settings = self.generator.settings(
+            length=length,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            n=n,
+            stop=stop,
+            argmax=argmax,
+        )
+        texts = self.generator.generate(prime, settings)
+        return texts[0] if n == 1 else texts
+
+    def stream(
+        self,
+        prime: str = "",
+        *,
+        length: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        n: int = 1,
+        stop: str | list[str] | None = None,
+        argmax: bool = False,
+    ) -> Iterator[str] | Iterator[list[str]]:
+        """generate's text in pieces as it is made (memory flat for any length): str
+        pieces, or with n > 1 lists of one piece per sample. Joined, they are generate's."""
+        settings = self.generator.settings(
+            length=length,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            n=n,
+            stop=stop,
+            argmax=argmax,
+        )
+        readable = self.generator.readable(prime)
+        for pieces in self.generator.pieces(readable, settings):
+            yield pieces[0] if n == 1 else pieces
+
+    def score(self, text: str, *, top: int = 5):
+        """How likely the model finds each character of `text`, each predicted from the
+        state after a newline followed by the characters before it.
+
+        Returns:
+            Scores: `logprobs` (len(text),) natural-log probabilities; `top` the `top` most
+            likely characters and their log-probabilities at each position (also as arrays
+            `top_ids`, `top_logprobs`, shaped (len(text), top)); `bits_per_char`.
+        """
+        return self.generator.score(text, top)
+
+    def evaluate(self, path: str | Path) -> float:
+        """The loss on a text file in nats per character: the number `charlm eval` prints."""
+        from charlm.evaluate import evaluate_file
+
+        return evaluate_file(self.path, Path(path)).loss
+
+    def export(self, out_dir: str | Path) -> Path:
+        """The model as a TensorFlow SavedModel with a `generate` signature (`charlm export`)."""
+        from charlm.export import export_saved_model
+
+        export_saved_model(self.path, Path(out_dir))
+        return Path(out_dir)
+
+    @property
+    def info(self) -> dict:
+        """What `charlm info` shows: paths, parameters, vocabulary, steps, best loss, config."""
+        return run_info(self.loaded)
+
+
+def run_info(loaded) -> dict:
+    """A loaded run's facts, as `charlm info` prints them."""
+    from charlm.model.build import parameter_count
+
+    state = loaded.state
+    best = state.best_val_loss if state else None
+    return {
+        "run_dir": str(loaded.run_dir),
+        "model_path": str(loaded.model_path),
+        "parameters": parameter_count(loaded.model),
+        "vocabulary_size": loaded.vocab.size,
+        "steps": state.step if state else None,
+        "best_val_loss": best,
+        "best_val_bits": best / math.log(2) if best is not None else None,
+        "best_step": state.best_step if state else None,
+        "training_time_s": state.elapsed_s if state else None,
+        "config": loaded.config.to_dict(),
+    }

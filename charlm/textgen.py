@@ -1,0 +1,185 @@
+"""Reading, generating and scoring text with a trained model: the one layer under every
+front end (`charlm sample`, `charlm serve`, `charlm export`, `charlm bench`, the Python API).
+
+Its rules, each in one place:
+- settings, the default seed, prime filtering, stop strings: charlm.sampling_rules;
+- the start state, "as after a newline": `TextGenerator.prompt_ids` (Sampler.prime_row);
+- reading a prime, then generating in chunks: `TextGenerator.pieces`;
+- scoring, each character predicted from the state after a newline and the characters
+  before it: `TextGenerator.score`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from charlm.config import SampleConfig
+from charlm.data.vocabulary import Vocabulary
+from charlm.generate import Sampler, SamplingOptions
+from charlm.model.build import recurrent_layers
+from charlm.model.step import chain_of_layers
+from charlm.sampling_rules import Settings, StopScan, readable_prime, resolve_settings
+
+SCORE_PIECE = 2048  # characters per compiled scoring call: one program, flat memory
+
+
+@dataclass
+class Scores:
+    """How likely a model finds each character of a text.
+
+    logprobs: (chars,) float32, the natural log of each character's probability.
+    top_ids, top_logprobs: (chars, top), the most likely tokens at each position (most
+        likely first) and their log-probabilities.
+    """
+
+    text: str
+    logprobs: np.ndarray
+    top_ids: np.ndarray
+    top_logprobs: np.ndarray
+    vocab: Vocabulary
+
+    @property
+    def bits_per_char(self) -> float:
+        """Mean surprise in bits per character (nan for an empty text)."""
+        return float(-self.logprobs.mean() / math.log(2)) if len(self.logprobs) else math.nan
+
+    @property
+    def top(self) -> list[list[tuple[str, float]]]:
+        """At each position, the most likely characters and their log-probabilities."""
+        chars = self.vocab.table
+        return [
+            [(chars[i], float(p)) for i, p in zip(ids, logprobs)]
+            for ids, logprobs in zip(self.top_ids, self.top_logprobs)
+        ]
+
+
+class TextGenerator:
+    """Generates and scores text with one model and its vocabulary; `defaults` is the
+    run's sample section (the settings a call leaves unset)."""
+
+    def __init__(
+        self,
+        model: keras.Model,
+        vocab: Vocabulary,
+        defaults: SampleConfig,
+        sampler: Sampler | None = None,
+    ):
+        self.model, self.vocab, self.defaults = model, vocab, defaults
+        self.sampler = sampler or Sampler(model, vocab)
+        self.scorer = None  # built at the first score() call
+
+    # ------------------------------------------------------------ the rules
+    def settings(self, *, argmax: bool = False, stop=None, **given) -> Settings:
+        """Resolved, checked settings (see charlm.sampling_rules.resolve_settings)."""
+        return resolve_settings(
+            self.defaults, argmax=argmax, stop=stop, vocab_size=self.vocab.size, **given
+        )
+
+    def readable(self, prime: str) -> str:
+        """The part of `prime` the model reads (unknown characters left out, with a
+        warning: see readable_prime)."""
+        return readable_prime(prime, self.vocab.known_part)
+
+    def prompt_ids(self, readable: str) -> np.ndarray:
+        """The ids a prompt is read as; an empty one starts as after a newline."""
+        return self.sampler.prime_row(self.vocab.encode(readable))
+
+    # ------------------------------------------------------------ generating
+    def pieces(self, readable: str, settings: Settings) -> Iterator[list[str]]:
+        """Each sample's text as it is made: a list of one new piece per sample (`settings.n`
+        samples), the first the prime itself. Every sample ends at its length or before
+        its first stop string; generation stops when all have ended."""
+        yield [readable] * settings.n
+        if settings.length == 0:
+            return
+        scans = [StopScan(settings.length, settings.stop) for _ in range(settings.n)]
+        options = SamplingOptions(
+            length=settings.length,
+            temperature=settings.temperature,
+            top_k=settings.top_k,
+            top_p=settings.top_p,
+            seed=settings.seed,
+        )
+        for ids in self.sampler.sample(self.prompt_ids(readable), settings.n, options):
+            yield [scan.take(self.vocab.decode(row)) for scan, row in zip(scans, ids)]
+            if all(scan.finish_reason for scan in scans):
+                return
+
+    def generate(self, prime: str, settings: Settings) -> list[str]:
+        """Each sample's whole text, the prime's readable part first."""
+        texts = [[] for _ in range(settings.n)]
+        for pieces in self.pieces(self.readable(prime), settings):
+            for text, piece in zip(texts, pieces):
+                text.append(piece)
+        return ["".join(text) for text in texts]
+
+    # ------------------------------------------------------------ scoring
+    def score(self, text: str, top: int = 5) -> Scores:
+        """Log-probabilities of every character of `text`, read a piece at a time with the
+        state carried (memory flat in the text's length), and the `top` most likely
+        tokens at each position."""
+        if not 0 <= top <= self.vocab.size:
+            raise ValueError(f"top must be between 0 and {self.vocab.size}; got {top}")
+        if self.scorer is None:
+            self.scorer = Scorer(self.model)
+        targets = self.vocab.encode(text)
+        inputs = np.concatenate([self.prompt_ids(""), targets[:-1]]).astype(np.int32)
+        return Scores(text, *self.scorer.run(inputs, targets, top), self.vocab)
+
+
+class Scorer:
+    """The model run over one long sequence, SCORE_PIECE characters per call, with the
+    recurrent states carried from call to call. Each layer runs as the model's own call
+    runs it (the fused loop's inference pass on a CPU), so a log-probability here is the
+    model's own, up to the rounding of a longer sequence."""
+
+    def __init__(self, model: keras.Model):
+        self.layers = [
+            layer for layer in chain_of_layers(model) if not isinstance(layer, keras.layers.Dropout)
+        ]
+        self.dtype = self.layers[0].compute_dtype
+        self.state_sizes = [state_sizes(layer) for layer in recurrent_layers(model)]
+        self.piece = tf.function(self._piece)
+
+    def run(self, inputs: np.ndarray, targets: np.ndarray, top: int):
+        logprobs = np.empty(len(targets), np.float32)
+        top_ids = np.empty((len(targets), top), np.int32)
+        top_logprobs = np.empty((len(targets), top), np.float32)
+        states = [[tf.zeros((1, size), self.dtype) for size in sizes] for sizes in self.state_sizes]
+        for start in range(0, len(targets), SCORE_PIECE):
+            width = min(SCORE_PIECE, len(targets) - start)
+            piece = slice(start, start + width)
+            # Every call SCORE_PIECE wide (one traced program); the padding comes after
+            # the text, so it changes nothing read before it.
+            padded = np.zeros((2, SCORE_PIECE), np.int32)
+            padded[0, :width], padded[1, :width] = inputs[piece], targets[piece]
+            chosen, ids, values, states = self.piece(tf.constant(padded), states, top)
+            logprobs[piece] = chosen.numpy()[:width]
+            top_ids[piece], top_logprobs[piece] = ids.numpy()[:width], values.numpy()[:width]
+        return logprobs, top_ids, top_logprobs
+
+    def _piece(self, columns, states, top: int):
+        x = columns[0][tf.newaxis]
+        carried = iter(states)
+        new_states = []
+        for layer in self.layers:
+            if isinstance(layer, keras.layers.RNN):
+                _, x, layer_states = layer.inner_loop(x, list(next(carried)), None, False)
+                new_states.append(list(layer_states))
+            else:
+                x = layer(x)
+        logprobs = tf.nn.log_softmax(tf.cast(x[0], tf.float32), axis=-1)
+        chosen = tf.gather(logprobs, columns[1], batch_dims=1)
+        values, ids = tf.math.top_k(logprobs, k=top)
+        return chosen, ids, values, new_states
+
+
+def state_sizes(layer: keras.layers.RNN) -> list[int]:
+    sizes = layer.cell.state_size
+    return list(sizes) if isinstance(sizes, (list, tuple)) else [sizes]
