@@ -13,6 +13,7 @@ from charlm.data.sources import check_not_binary
 from charlm.data.split import Split
 from charlm.data.tokens import encode_text_file
 from charlm.errors import CorpusError
+from charlm.files import file_problem
 from charlm.run.load import load_checkpoint
 
 
@@ -31,8 +32,9 @@ def evaluate_file(checkpoint: Path, file: Path) -> EvalResult:
     """Score `file` the way validation is scored during training: consecutive windows of
     train.eval_seq_length (default train.seq_length) characters, each from a fresh state."""
     loaded = load_checkpoint(checkpoint)
-    if not file.is_file():
-        raise CorpusError(f"{file} is not a file; give the text to score")
+    problem = file_problem(file)
+    if problem:
+        raise CorpusError(f"{file} {problem}; give the text to score")
     check_not_binary(file)
     seq_length = loaded.config.train.eval_length
     tokens = encode_text_file(file, loaded.vocab, loaded.config.data.encoding_errors)

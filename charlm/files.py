@@ -14,9 +14,12 @@ the content is written under a temporary name beside its destination, flushed to
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import stat
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,6 +75,41 @@ def link_or_copy(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copyfile(source, target)
+
+
+def file_problem(path: Path) -> str | None:
+    """Why `path` cannot be read as a regular file, in the words an error message ends
+    with ("does not exist", "is a symlink loop", "is a directory", ...), or None if it can.
+    The one place that tells these cases apart, so that no message calls one another."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "is a broken symlink" if path.is_symlink() else "does not exist"
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "is a symlink loop"
+        return f"cannot be read ({error.strerror})"
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    if not stat.S_ISREG(mode):
+        return "is not a regular file (a FIFO, a device or a socket)"
+    if not os.access(path, os.R_OK):
+        return "cannot be read (permission denied)"
+    return None
+
+
+def archive_problem(path: Path) -> str | None:
+    """Why the zip archive at `path` (a .keras model, an .npz) is not whole, or None: a
+    truncated file has no central directory, a damaged member fails its CRC. Reads it all."""
+    problem = file_problem(path)
+    if problem:
+        return problem
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return "is truncated or corrupt"
+    return f"is corrupt (its member {damaged} fails its checksum)" if damaged else None
 
 
 def fsync_tree(path: Path) -> None:

@@ -187,7 +187,7 @@ def test_set_on_a_key_that_does_not_exist():
 
 
 def test_eval_of_missing_file(trained_run, tmp_path):
-    one_clean_error(invoke("eval", "-c", trained_run, tmp_path / "none.txt"), "is not a file")
+    one_clean_error(invoke("eval", "-c", trained_run, tmp_path / "none.txt"), "does not exist")
 
 
 def test_data_stats(tmp_path):

@@ -65,7 +65,7 @@ def test_bad_overrides(override, message):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(ConfigError, match="nope.yaml does not exist"):
         load_config(tmp_path / "nope.yaml")
 
 

@@ -65,7 +65,7 @@ def test_data_commands_do_not_import_tensorflow(no_tensorflow, tmp_path):
     "args, fragment",
     [
         (["train", "--set", "model.cell=transformer"], "model.cell must be one of"),
-        (["train", "missing.yaml"], "config file missing.yaml not found"),
+        (["train", "missing.yaml"], "config file missing.yaml does not exist"),
         (["sample", "-c", "anywhere", "--top-p", "2"], "--top-p must be above 0 and at most 1"),
     ],
 )

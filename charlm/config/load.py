@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
+import reprlib
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,39 @@ import yaml
 
 from charlm.config.schema import SECTION_CLASSES, Config
 from charlm.errors import ConfigError
-from charlm.files import write_atomic
+from charlm.files import file_problem, write_atomic
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """YAML as charlm reads it (config files and `--set` values): PyYAML's SafeLoader with
+    YAML 1.2's floats, so that `3e-4` is a number; YAML 1.1 wants a dot (`3.0e-4`) and
+    reads the usual way of writing a learning rate as text. Aliases stay references to one
+    object: a nested-anchor ("billion laughs") value costs its text, not its expansion."""
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_yaml(text: str):
+    """`text` read as charlm reads every YAML it is given (see ConfigLoader)."""
+    return yaml.load(text, Loader=ConfigLoader)
+
+
+SHOWN = reprlib.Repr()
+SHOWN.maxlevel, SHOWN.maxstring, SHOWN.maxother = 3, 60, 60
+SHOWN.maxlist = SHOWN.maxtuple = SHOWN.maxdict = SHOWN.maxset = 4
+SHOWN_CHARS = 100
+
+
+def shown(value) -> str:
+    """A bounded repr of `value` for an error message: at most SHOWN_CHARS characters
+    whatever its size or nesting (a value from a file or a command line may be huge)."""
+    text = SHOWN.repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
@@ -35,10 +69,11 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
 
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} not found: give the path of a YAML file")
+    problem = file_problem(path)
+    if problem:
+        raise ConfigError(f"config file {path} {problem}: give the path of a YAML file")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = parse_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -64,7 +99,7 @@ def apply_override(raw: dict, override: str) -> None:
     parts = name.strip().split(".")
     if not sep or len(parts) != 2 or not all(parts):
         raise ConfigError(
-            f"--set {override!r}: write it as section.key=value, e.g. --set model.cell=gru"
+            f"--set {shown(override)}: write it as section.key=value, e.g. --set model.cell=gru"
         )
     section, name = parts
     check_known(section, SECTION_CLASSES, "config section")
@@ -75,7 +110,7 @@ def apply_override(raw: dict, override: str) -> None:
         prefix=f"{section}.",
     )
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = parse_yaml(text) if text.strip() else None
     except yaml.YAMLError:
         value = text
     section_dict = raw.setdefault(section, {})
@@ -92,7 +127,7 @@ def config_from_dict(raw: dict) -> Config:
             value = {}
         if not isinstance(value, dict):
             raise ConfigError(
-                f"config section {section!r} must be a mapping of keys, got {value!r}"
+                f"config section {section!r} must be a mapping of keys, got {shown(value)}"
             )
         sections[section] = section_from_dict(section, value)
     config = Config(**sections)
@@ -123,7 +158,7 @@ def check_known(name: str, known, what: str, prefix: str = "") -> None:
         if close
         else f"valid: {', '.join(prefix + k for k in known)}"
     )
-    raise ConfigError(f"unknown {what} {prefix}{name!r}: {hint}")
+    raise ConfigError(f"unknown {what} {prefix}{shown(name)}: {hint}")
 
 
 def check_value(name: str, value, meta) -> Any:
@@ -142,7 +177,7 @@ def check_value(name: str, value, meta) -> Any:
         close = difflib.get_close_matches(str(value), meta["choices"], n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise ConfigError(
-            f"{name} must be one of {', '.join(meta['choices'])}; got {value!r}{hint}"
+            f"{name} must be one of {', '.join(meta['choices'])}; got {shown(value)}{hint}"
         )
     if (
         meta["minimum"] is not None
@@ -152,7 +187,7 @@ def check_value(name: str, value, meta) -> Any:
         or meta["maximum"] is not None
         and value > meta["maximum"]
     ):
-        raise ConfigError(f"{name} must be {describe_range(meta)}; got {value!r}")
+        raise ConfigError(f"{name} must be {describe_range(meta)}; got {shown(value)}")
     return value
 
 
@@ -161,17 +196,17 @@ def check_kind(name: str, value, kind: str):
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            raise ConfigError(f"{name} must be a whole number; got {value!r}")
+            raise ConfigError(f"{name} must be a whole number; got {shown(value)}")
         return value
     if kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{name} must be a number; got {value!r}")
+            raise ConfigError(f"{name} must be a number; got {shown(value)}")
         if not math.isfinite(value):
-            raise ConfigError(f"{name} must be a finite number; got {value!r}")
+            raise ConfigError(f"{name} must be a finite number; got {shown(value)}")
         return float(value)
     if kind == "str":
         if isinstance(value, (dict, list)):
-            raise ConfigError(f"{name} must be text; got {value!r}")
+            raise ConfigError(f"{name} must be text; got {shown(value)}")
         return str(value)
     raise AssertionError(f"undeclared kind {kind}")
 
@@ -181,7 +216,7 @@ def check_paths(name: str, value):
         return value
     if isinstance(value, list) and value and all(isinstance(v, str) and v.strip() for v in value):
         return value
-    raise ConfigError(f"{name} must be a path, a glob or a list of them; got {value!r}")
+    raise ConfigError(f"{name} must be a path, a glob or a list of them; got {shown(value)}")
 
 
 def describe_range(meta) -> str:

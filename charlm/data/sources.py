@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from charlm.errors import CorpusError
-from charlm.files import cache_dir, write_atomic
+from charlm.files import cache_dir, file_problem, write_atomic
 
 CHUNK_BYTES = 1 << 22  # 4 MiB: large enough for speed, small enough for constant memory
 BYTE_ORDER_MARK = 0xFEFF
@@ -41,7 +41,8 @@ def resolve_one(spec: str, what: str) -> list[Path]:
     if spec.startswith(BUILTIN_PREFIX):
         return [builtin_corpus(spec[len(BUILTIN_PREFIX) :], what)]
     path = Path(spec).expanduser()
-    if path.is_file():
+    problem = file_problem(path)
+    if problem is None:
         check_not_binary(path)
         return [path.resolve()]
     if path.is_dir():
@@ -56,7 +57,7 @@ def resolve_one(spec: str, what: str) -> list[Path]:
             raise CorpusError(f"{what}: glob {spec!r} matches no text files")
         return files
     raise CorpusError(
-        f"{what}: {spec} does not exist; give a file, a directory or a glob (or builtin:pydoc)"
+        f"{what}: {spec} {problem}; give a file, a directory or a glob (or builtin:pydoc)"
     )
 
 

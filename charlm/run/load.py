@@ -12,6 +12,7 @@ import keras
 from charlm.config import Config, load_config
 from charlm.data.vocabulary import Vocabulary
 from charlm.errors import RunError
+from charlm.files import archive_problem, file_problem
 from charlm.model.build import is_stateful, set_implementation, stateless_copy
 from charlm.run.rundir import RunDir, TrainState, locate, read_state
 
@@ -29,18 +30,18 @@ class Checkpoint:
 def load_checkpoint(path: str | Path, compile: bool = False) -> Checkpoint:
     model_path, run_dir = locate(Path(path))
     run = RunDir(run_dir)
-    vocab = Vocabulary.load(run.vocab_path) if run.vocab_path.exists() else None
-    if vocab is None:
+    if not run.vocab_path.exists():
         raise RunError(
             f"--checkpoint {path}: no vocab.json in {run_dir}; point at a charlm run directory"
         )
+    latest = run.latest_checkpoint()
+    state = read_state(latest) if latest else None
+    vocab = run.load_vocab(latest)  # the run's one vocabulary: any checkpoint's digest
     config = load_config(run.config_path) if run.config_path.exists() else Config()
     model = load_model(model_path, compile=compile, implementation=config.model.implementation)
     check_vocabulary(model, vocab, model_path)
     if is_stateful(model):  # a contiguous-training checkpoint: fixed batch, carried state
         model = stateless_copy(model, config.model, vocab.size)
-    latest = run.latest_checkpoint()
-    state = read_state(latest) if latest else None
     return Checkpoint(model, vocab, config, run_dir, model_path, state)
 
 
@@ -50,14 +51,22 @@ def load_model(path: Path, compile: bool, implementation: str = "fused") -> kera
     try:
         model = keras.saving.load_model(path, compile=compile)
     except Exception as error:  # zip, h5 and Keras errors all mean "not a loadable model"
-        first_line = (
-            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        )
         raise RunError(
-            f"{path} is not a loadable charlm model ({first_line[:200]}); "
-            f"it may be corrupt: use another checkpoint of the run"
+            f"{path} {unloadable(path, error)}; use another checkpoint of the run"
         ) from None
     return set_implementation(model, implementation)
+
+
+def unloadable(path: Path, error: Exception) -> str:
+    """Why Keras could not load `path`, in true words: what is wrong with the file when
+    that is known (Keras says "File not found" of a truncated one), else Keras's reason."""
+    problem = file_problem(path)
+    if problem:
+        return problem
+    damage = archive_problem(path) if path.suffix == ".keras" else None
+    text = str(error).strip()
+    reason = f"it {damage}" if damage else text.splitlines()[0][:200] if text else "?"
+    return f"is not a loadable charlm model ({reason})"
 
 
 def check_vocabulary(model: keras.Model, vocab: Vocabulary, path: Path) -> None:

@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,7 +35,14 @@ import numpy as np
 
 from charlm.config import save_config
 from charlm.errors import RunError
-from charlm.files import TMP_PREFIX, link_or_copy, remove, replaced_atomically
+from charlm.files import (
+    TMP_PREFIX,
+    archive_problem,
+    file_problem,
+    link_or_copy,
+    remove,
+    replaced_atomically,
+)
 
 STATE_VERSION = 1
 CHECKPOINT_PREFIX = "step-"
@@ -42,6 +50,11 @@ MODEL_FILE = "model.keras"
 STATE_FILE = "state.json"
 CARRIED_STATES_FILE = "carried_states.npz"
 CHECKPOINTS_DIR = "checkpoints"
+DAMAGED_PREFIX = "damaged-"  # a damaged checkpoint set aside by a resume (kept, not used)
+
+
+class HistoryWarning(UserWarning):
+    """history.jsonl has lines that are not records; they were skipped."""
 
 
 @dataclass
@@ -52,15 +65,21 @@ class TrainState:
     evals_since_best: int = 0
     elapsed_s: float = 0.0
     rng_states: list | None = None  # dropout generators' states (see model.rng_states)
+    vocab_digest: str | None = None  # Vocabulary.digest of the run's vocab.json (None: older)
     gradient_health: list | None = None  # the interval's gradient sums (GradientHealth)
     version: int = STATE_VERSION
 
 
 class RunDir:
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        path = Path(path)
+        # A checkpoint directory names its run: `--resume RUN/checkpoints/step-N` is RUN,
+        # resumed from that checkpoint (see preflight.check_run_dir).
+        self.named_checkpoint = path if is_checkpoint_dir(path) else None
+        self.path = path.parent.parent if self.named_checkpoint else path
         self.lock_file = None
         self.summary_writer = None
+        self.vocab_digest = None  # of the vocabulary this run trains on, for its checkpoints
 
     config_path = property(lambda self: self.path / "config.yaml")
     vocab_path = property(lambda self: self.path / "vocab.json")
@@ -134,6 +153,28 @@ class RunDir:
         ]
         return sorted(found, key=lambda p: p.name)
 
+    def newest_intact_checkpoint(self) -> tuple[Path | None, list[tuple[Path, str]]]:
+        """The newest checkpoint that can be resumed from, and the newer damaged ones with
+        what is wrong with each (newest first)."""
+        damaged = []
+        for checkpoint in reversed(self.checkpoints()):
+            problem = checkpoint_problem(checkpoint)
+            if problem is None:
+                return checkpoint, damaged
+            damaged.append((checkpoint, problem))
+        return None, damaged
+
+    def set_aside(self, checkpoint: Path) -> Path:
+        """Rename a damaged checkpoint out of the way (kept for inspection): a resume from an
+        earlier one would otherwise find its step taken and never save it again."""
+        target = checkpoint.with_name(DAMAGED_PREFIX + checkpoint.name)
+        suffix = 1
+        while target.exists():
+            target = checkpoint.with_name(f"{DAMAGED_PREFIX}{checkpoint.name}.{suffix}")
+            suffix += 1
+        checkpoint.rename(target)
+        return target
+
     def remove_partial_saves(self) -> None:
         """Temporary files and directories left by a process killed while saving."""
         for folder in (self.path, self.checkpoints_path):
@@ -148,6 +189,7 @@ class RunDir:
         final = self.checkpoints_path / f"{CHECKPOINT_PREFIX}{state.step:08d}"
         if final.exists():
             return final
+        state.vocab_digest = self.vocab_digest or state.vocab_digest
         with (
             self.saving(self.latest_checkpoint()),
             replaced_atomically(final, directory=True) as tmp,
@@ -193,6 +235,23 @@ class RunDir:
 
     def save_vocab(self, vocab) -> None:
         vocab.save(self.vocab_path)
+        self.vocab_digest = vocab.digest()
+
+    def load_vocab(self, checkpoint: Path | None):
+        """The run's vocab.json, refused if it is not the vocabulary `checkpoint` was trained
+        with (edited or replaced since: every token id would mean another character).
+        Checkpoints of older versions recorded no digest: nothing to check against."""
+        from charlm.data.vocabulary import Vocabulary
+
+        vocab = Vocabulary.load(self.vocab_path)
+        recorded = read_state(checkpoint).vocab_digest if checkpoint else None
+        if recorded is not None and recorded != vocab.digest():
+            raise RunError(
+                f"{self.vocab_path} is not the vocabulary {checkpoint} was trained with "
+                f"(it was edited or replaced); restore the run's own vocab.json"
+            )
+        self.vocab_digest = vocab.digest()
+        return vocab
 
     def append_history(self, record: dict) -> None:
         with open(self.history_path, "a", encoding="utf-8") as stream:
@@ -213,9 +272,53 @@ class RunDir:
         self.summary_writer.flush()
 
     def history(self) -> list[dict]:
-        if not self.history_path.exists():
+        """history.jsonl's records, oldest first. Every reader of the history goes through
+        here: a line that is not a record (a crash mid-write, an edit) is skipped, with one
+        HistoryWarning per file, and never fails what reads it."""
+        try:
+            text = self.history_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
             return []
-        return [json.loads(line) for line in self.history_path.read_text().splitlines() if line]
+        records, skipped = [], 0
+        for line in filter(str.strip, text.splitlines()):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if isinstance(record, dict) and isinstance(record.get("step"), int):
+                records.append(record)
+            else:
+                skipped += 1
+        if skipped and self.history_path.resolve() not in WARNED_HISTORIES:
+            WARNED_HISTORIES.add(self.history_path.resolve())
+            warnings.warn(
+                f"{self.history_path}: {skipped} line(s) that are not history records skipped",
+                HistoryWarning,
+                stacklevel=2,
+            )
+        return records
+
+
+WARNED_HISTORIES: set[Path] = set()  # history files already warned about in this process
+
+
+def is_checkpoint_dir(path: Path) -> bool:
+    return path.parent.name == CHECKPOINTS_DIR and (path / STATE_FILE).is_file()
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why `checkpoint` cannot be resumed from (its state unreadable, its model or carried
+    states truncated or corrupt), or None when it is whole."""
+    try:
+        read_state(checkpoint)
+    except RunError:
+        return f"its {STATE_FILE} is unreadable"
+    for name in (MODEL_FILE, CARRIED_STATES_FILE):
+        path = checkpoint / name
+        problem = archive_problem(path) if name == MODEL_FILE or path.exists() else None
+        if problem:
+            return f"its {name} {problem}"
+    return None
 
 
 def read_carried_states(checkpoint: Path) -> list:
@@ -232,8 +335,8 @@ def read_state(checkpoint: Path) -> TrainState:
         return TrainState(**data)
     except (OSError, ValueError, TypeError) as error:
         raise RunError(
-            f"checkpoint {checkpoint} has no readable {STATE_FILE} ({error}); "
-            f"resume from an earlier checkpoint or start a new run"
+            f"checkpoint {checkpoint} has no readable {STATE_FILE} ({error}); it is damaged: "
+            f"use another checkpoint of the run"
         ) from None
 
 
@@ -245,15 +348,16 @@ def checkpoint_model(checkpoint: Path) -> Path:
 def locate(path: Path) -> tuple[Path, Path]:
     """(the .keras file, the run directory) that a `--checkpoint` path names: a run
     directory, one of its checkpoint directories, or a .keras file inside the run."""
-    if not path.exists():
-        raise RunError(
-            f"--checkpoint {path} does not exist; give a run directory "
-            f"(train.run_dir of a finished run)"
-        )
-    if path.is_file():
+    if not path.is_dir():
+        problem = file_problem(path)
+        if problem:
+            raise RunError(
+                f"--checkpoint {path} {problem}; give a run directory "
+                f"(train.run_dir of a finished run)"
+            )
         in_checkpoint = path.parent.parent.name == CHECKPOINTS_DIR
         return path, path.parent.parent.parent if in_checkpoint else path.parent
-    if (path / STATE_FILE).exists() and path.parent.name == CHECKPOINTS_DIR:
+    if is_checkpoint_dir(path):
         return path / MODEL_FILE, path.parent.parent
     if (path / MODEL_FILE).exists():
         return path / MODEL_FILE, path
@@ -284,3 +388,6 @@ class WorkerRunDir(RunDir):
 
     def save_checkpoint(self, model, state, keep, carried_states=None) -> Path | None:
         return None
+
+    def set_aside(self, checkpoint: Path) -> Path:
+        return checkpoint  # the chief sets it aside

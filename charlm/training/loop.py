@@ -19,7 +19,6 @@ import keras
 from charlm.config import DEFAULT_STEPS, Config
 from charlm.data.pipeline import evaluation_dataset, lane_steps, training_dataset
 from charlm.data.split import prepare_corpus
-from charlm.data.vocabulary import Vocabulary
 from charlm.errors import CorpusError, TrainingError
 from charlm.model.build import (
     build_model,
@@ -145,8 +144,8 @@ def train_locked(
     source: InitSource | None = None,
 ) -> TrainResult:
     run_dir.remove_partial_saves()
-    checkpoint = check_run_dir(config, run_dir, resuming)
-    vocab = Vocabulary.load(run_dir.vocab_path) if resuming else None
+    checkpoint = check_run_dir(config, run_dir, resuming, reporter.message)
+    vocab = run_dir.load_vocab(checkpoint) if resuming else None
     if source is not None:
         vocab = extended_vocabulary(source, config.data, reporter.corpus_progress)
     prepared = prepare_corpus(

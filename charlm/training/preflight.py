@@ -4,11 +4,13 @@ distribution allows. Each refusal is one line naming what to change."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
 
 from charlm.config import Config, load_config
+from charlm.config.load import shown
 from charlm.errors import ConfigError, RunError
 from charlm.model.build import estimated_bytes, parameter_count
 from charlm.run.rundir import RunDir
@@ -31,7 +33,9 @@ RESUMABLE_CHANGES = {
 MEMORY_LIMIT_FRACTION = 0.8
 
 
-def check_run_dir(config: Config, run_dir: RunDir, resuming: bool) -> Path | None:
+def check_run_dir(
+    config: Config, run_dir: RunDir, resuming: bool, say: Callable[[str], None] = print
+) -> Path | None:
     """The checkpoint to resume from, or None for a new run; refuses to overwrite a run."""
     if not resuming:
         if run_dir.has_checkpoints() or run_dir.best_model_path.exists():
@@ -40,11 +44,39 @@ def check_run_dir(config: Config, run_dir: RunDir, resuming: bool) -> Path | Non
                 f"--resume {run_dir.path} or set train.run_dir to a new directory"
             )
         return None
-    checkpoint = run_dir.latest_checkpoint()
-    if checkpoint is None or not run_dir.vocab_path.exists():
-        raise RunError(f"--resume {run_dir.path}: no checkpoint there to resume from")
+    checkpoint = resume_checkpoint(run_dir, say)
     if run_dir.config_path.exists():
         check_resumable(config, load_config(run_dir.config_path))
+    return checkpoint
+
+
+def resume_checkpoint(run_dir: RunDir, say: Callable[[str], None]) -> Path:
+    """The newest intact checkpoint of the run (damaged newer ones are set aside, and
+    `say` tells which was used), or the one the resume named if it is that one."""
+    checkpoint, damaged = run_dir.newest_intact_checkpoint()
+    named = run_dir.named_checkpoint
+    if named is not None and named != checkpoint:
+        why = dict(damaged).get(named)
+        state = f"is damaged ({why})" if why else "is not the run's newest checkpoint"
+        raise RunError(
+            f"--resume {named}: this checkpoint {state}; a run resumes from its newest "
+            f"intact checkpoint: --resume {run_dir.path} (or start a new run from these "
+            f"weights with train.init_from: {named})"
+        )
+    if checkpoint is None or not run_dir.vocab_path.exists():
+        found = "; ".join(f"{c.name}: {why}" for c, why in damaged)
+        raise RunError(
+            f"--resume {run_dir.path}: no checkpoint there to resume from"
+            + (f" (all are damaged: {found})" if found else "")
+        )
+    if damaged:
+        kept = [
+            f"{bad.name} ({why}; kept as {run_dir.set_aside(bad).name})" for bad, why in damaged
+        ]
+        say(
+            f"damaged checkpoint {', '.join(kept)}: resuming from {checkpoint.name}, "
+            f"the newest intact one"
+        )
     return checkpoint
 
 
@@ -61,7 +93,7 @@ def check_resumable(config: Config, saved: Config) -> None:
     if changed:
         k = changed[0]
         raise ConfigError(
-            f"--resume: {k} is {new[k]!r} here but {old.get(k)!r} in the run; "
+            f"--resume: {k} is {shown(new[k])} here but {shown(old.get(k))} in the run; "
             f"a resumed run keeps its model, data and optimizer settings "
             f"(only {', '.join(sorted(RESUMABLE_CHANGES))} may change)"
         )
