@@ -190,6 +190,27 @@ class LanguageModel:
         """
         return self.generator.score(text, top)
 
+    def activations(self, text: str) -> list[dict]:
+        """What each recurrent layer holds after each character of `text`, read from the
+        state after a newline (as `score` reads it): one dict per layer of arrays shaped
+        (len(text), units), row t after text[t]. Keys: `hidden`; an LSTM's `input_gate`,
+        `forget_gate`, `output_gate`, `candidate` and `cell`; a GRU's `update_gate`,
+        `reset_gate` and `candidate` (Keras's convention: hidden = update_gate * previous
+        + (1 - update_gate) * candidate). See charlm.inspect.activations."""
+        from charlm.inspect.activations import activations
+
+        return activations(self.keras_model, self.vocabulary, text)
+
+    def find_units(self, text: str, *, top: int = 5) -> dict:
+        """A heuristic: per property of `text` (inside quotes, inside brackets, position
+        in line, start of word, after newline, digit, upper case), the `top` units whose
+        value (hidden state or a gate) correlates most with it, as Unit(layer, quantity,
+        unit, correlation). A correlation on one text, not a proof of what a unit does.
+        See charlm.inspect.units."""
+        from charlm.inspect.units import find_units
+
+        return find_units(self.activations(text), text, top)
+
     def evaluate(self, path: str | Path) -> float:
         """The loss on a text file in nats per character: the number `charlm eval` prints."""
         from charlm.evaluate import evaluate_file

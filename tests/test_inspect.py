@@ -172,3 +172,21 @@ def test_text_properties():
     assert props["after newline"].tolist() == [0] * 11 + [1, 0]
     assert props["digit"].tolist() == [0] * 12 + [1]
     assert props["upper case"].tolist() == [1] + [0] * 12
+
+
+def test_language_model_activations_predict_what_score_says(trained_run):
+    """The last layer's hidden state after text[t], through the logits layer, gives the
+    log-probability `score` gives text[t + 1]: both read from the state after a newline."""
+    import charlm
+
+    language_model = charlm.load(trained_run)
+    text = "the cat sat on a mat\nand ran (to the box)"
+    layers = language_model.activations(text)
+    hidden = layers[-1]["hidden"]
+    logits = np.asarray(language_model.keras_model.get_layer("logits")(hidden), np.float64)
+    logprobs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    following = language_model.vocabulary.encode(text[1:])
+    predicted = logprobs[np.arange(len(text) - 1), following]
+    np.testing.assert_allclose(predicted, language_model.score(text).logprobs[1:], atol=1e-4)
+    found = language_model.find_units(text, top=2)
+    assert len(found["inside brackets"]) == 2 and found["digit"] == []

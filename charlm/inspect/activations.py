@@ -25,6 +25,7 @@ from charlm.generate import start_token
 from charlm.model.build import is_stateful
 from charlm.model.fused import cell_math, compiled_loops, loop_weights, projected_inputs, split_bias
 from charlm.model.step import chain_of_layers
+from charlm.textgen import state_sizes
 
 PIECE = 512  # characters per compiled call: one XLA program per layer, flat memory
 
@@ -132,8 +133,3 @@ def run_layer(layer: keras.layers.RNN, x: tf.Tensor, states: list[tf.Tensor]):
 
 def value_names(math) -> list[str]:
     return [name for name in math.state_names + math.saved_names if name]
-
-
-def state_sizes(layer: keras.layers.RNN) -> list[int]:
-    sizes = layer.cell.state_size
-    return list(sizes) if isinstance(sizes, (list, tuple)) else [sizes]

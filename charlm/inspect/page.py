@@ -28,11 +28,11 @@ SIGNED = ("hidden", "candidate", "cell")  # quantities around 0; the others are 
 STATIC = resources.files("charlm.serve") / "static"
 
 
-def inspect_text(language_model, text: str, max_values: int = MAX_VALUES) -> dict:
-    """The inspection of `text` by a charlm.LanguageModel (see `inspection`)."""
-    scores = language_model.score(text, top=TOP)
-    layers = activations(language_model.keras_model, language_model.vocabulary, text)
-    cells = [type(layer).__name__ for layer in recurrent_layers(language_model.keras_model)]
+def inspect_text(model, vocab, text: str, scores, max_values: int = MAX_VALUES) -> dict:
+    """The inspection of `text` by a Keras model and its vocabulary, given the model's
+    `scores` of it (LanguageModel.score's, with the TOP characters): see `inspection`."""
+    layers = activations(model, vocab, text)
+    cells = [type(layer).__name__ for layer in recurrent_layers(model)]
     return inspection(text, scores, layers, find_units(layers, text), cells, max_values)
 
 

@@ -7,6 +7,8 @@
 
 const CharlmInspect = (() => {
   const SURPRISE_BITS = 8; // surprise at or above this many bits is coloured fully
+  const FOUND_SHOWN = 3; // units shown per property
+  const WEAK = 0.3; // a correlation below this is shown faded: little to go by
 
   function element(tag, className, text) {
     const node = document.createElement(tag);
@@ -73,23 +75,25 @@ const CharlmInspect = (() => {
       legend,
     );
 
+    // The units find_units found, a row per property, strongest first.
     const found = element("div", "ci-found");
-    found.append(element("span", "ci-found-title", "Units that follow the text (correlation r):"));
+    found.append(element("div", "ci-found-title", "Units that follow the text (Pearson's r):"));
     for (const [property, units] of Object.entries(data.found)) {
-      for (const unit of units) {
+      const row = element("div", "ci-found-row");
+      row.append(element("span", "ci-property", property));
+      if (!units.length) row.append(element("span", "ci-none", "not in this text"));
+      for (const unit of units.slice(0, FOUND_SHOWN)) {
         const button = element(
           "button",
-          "",
-          `${property}: layer ${unit.layer} ${unit.quantity} ${unit.unit} ` +
+          Math.abs(unit.correlation) < WEAK ? "ci-weak" : "",
+          `layer ${unit.layer} ${unit.quantity.replace("_", " ")} ${unit.unit} ` +
             `(r ${unit.correlation.toFixed(2)})`,
         );
         button.type = "button";
         button.addEventListener("click", () => pick(unit.layer, unit.quantity, unit.unit));
-        found.append(button);
+        row.append(button);
       }
-    }
-    if (!Object.values(data.found).some((units) => units.length)) {
-      found.append(element("span", "", " none"));
+      found.append(row);
     }
 
     const text = element("pre", "ci-text");
