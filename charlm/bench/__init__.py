@@ -6,6 +6,7 @@ stream's weight-reading floor) and PyTorch (when it is importable), in the same 
     machine.py    the CPU, its instruction set, the threads, the matmul ceiling
     training.py   charlm's training rates (fastest, median and whole-segment)
     sampling.py   charlm's sampling rates and one stream's floor
+    gradient_health.py  what measuring the gradients costs a training step
     torch_reference.py  the same model, trained and sampled in PyTorch
     report.py     the run and its table
 """

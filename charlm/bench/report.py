@@ -6,6 +6,7 @@ import functools
 import tempfile
 from pathlib import Path
 
+from charlm.bench.gradient_health import gradient_health_rates
 from charlm.bench.machine import machine, matmul_gflops
 from charlm.bench.reference import CELLS, forward_flops_per_char, reference_corpus
 from charlm.bench.sampling import OneStreamFloor, SamplingRate, best_in_turn
@@ -41,6 +42,7 @@ def run_benchmark(cells=CELLS, steps: int = 8) -> dict:
             if other:
                 entry["torch_chars_per_s"] = other
                 entry["ratio_to_torch"] = {k: charlm[k] / other[k] for k in charlm}
+            entry["gradient_health_chars_per_s"] = gradient_health_rates(cell)
             results["cells"][cell] = entry
         if "lstm" in cells:
             results["sampling"] = sampling(root / "run-lstm-fused", torch)
@@ -104,9 +106,27 @@ def format_results(results: dict) -> str:
             f"{entry['train_gflops']:.0f} ({entry['fraction_of_matmul_ceiling']:.0%}) | "
             f"{entry['stock_keras_chars_per_s']:,.0f} | {torch_rates} | {ratios} |"
         )
+    lines += gradient_health_lines(results["cells"])
     if "sampling" in results:
         lines += sampling_lines(results["sampling"])
     return "\n".join(lines)
+
+
+def gradient_health_lines(cells: dict) -> list[str]:
+    lines = [
+        "",
+        "gradient health's cost: training chars/s of the median step, the model with its "
+        "gradients measured and without, trained in turn:",
+        "",
+        "| cell | with | without | with / without |",
+        "|---|---|---|---|",
+    ]
+    for cell, entry in cells.items():
+        rates = entry["gradient_health_chars_per_s"]
+        lines.append(
+            f"| {cell} | {rates['with']:,.0f} | {rates['without']:,.0f} | {rates['ratio']:.3f} |"
+        )
+    return lines
 
 
 def three(rates: dict, form: str) -> str:
