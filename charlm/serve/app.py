@@ -261,7 +261,12 @@ def facts(service: Service) -> dict:
     state = loaded.state
     model = loaded.config.model
     history = [
-        {"step": h["step"], "val_loss": h.get("val_loss"), "train_loss": h.get("train_loss")}
+        {
+            "step": h["step"],
+            "val_loss": h.get("val_loss"),
+            "train_loss": h.get("train_loss"),
+            "timeline": h.get("timeline"),  # the sample at this evaluation, if any
+        }
         for h in RunDir(loaded.run_dir).history()
     ]
     return {
