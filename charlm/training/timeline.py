@@ -20,25 +20,15 @@ def timeline_sample(model, vocab, config: Config) -> str | None:
     return sample_text(model, vocab, settings, settings.prime, length, seed)
 
 
-def sample_text(model, vocab, settings, prime: str, length: int, seed: int) -> str:
-    """`prime` (its characters the vocabulary knows) and `length` characters generated
-    after it from `seed`, with the temperature, top_k and top_p of `settings` (a sample
-    config section)."""
-    import numpy as np
+def sample_text(model, vocab, defaults, prime: str, length: int, seed: int) -> str:
+    """`prime` (the part of it the vocabulary knows) and `length` characters generated
+    after it from `seed`; temperature, top_k and top_p from `defaults` (a sample config
+    section)."""
+    from charlm.textgen import TextGenerator
 
-    from charlm.generate import Sampler, SamplingOptions
-
-    options = SamplingOptions(
-        length=length,
-        temperature=settings.temperature,
-        top_k=settings.top_k,
-        top_p=settings.top_p,
-        seed=seed,
-    )
-    known, _ = vocab.known_part(prime)
-    # The sampler reads the weights when it is built: a new one sees the latest weights.
-    chunks = Sampler(model, vocab).sample(vocab.encode(known), 1, options)
-    return known + vocab.decode(np.concatenate(list(chunks), axis=1)[0])
+    # A generator reads the weights when it is built: a new one sees the latest weights.
+    generator = TextGenerator(model, vocab, defaults)
+    return generator.generate(prime, generator.settings(length=length, seed=seed))[0]
 
 
 def timeline_of(history: list[dict]) -> list[tuple[int, str]]:
