@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench bench-data bench-quality bench-startup bench-serve install clean
+.PHONY: demo test lint format bench bench-data bench-quality bench-startup bench-serve bench-finetune install clean
 
 # The main job: train a small model on the built-in corpus (a minute or two), then sample.
 demo: $(STAMP)
@@ -63,3 +63,10 @@ bench-startup: $(STAMP)
 # 64-stream rate, time to first character, memory over 10,000 requests (run it alone).
 bench-serve: $(STAMP)
 	$(BIN)/python benchmarks/serve.py
+
+# Fine-tuning: a base GRU on tiny Shakespeare, then a 100 KB slice of builtin:pydoc (with
+# characters the base never saw) fine-tuned from it and trained from scratch, same config,
+# steps and seed; prints both best validation losses and their ratio (run it alone).
+bench-finetune: $(STAMP)
+	test -f $(CORPUS) || $(BIN)/charlm data fetch tinyshakespeare --dest data
+	$(BIN)/python benchmarks/finetune.py $(CORPUS)
