@@ -34,22 +34,24 @@ from charlm.batching import (
     pad_rows,
     row_bucket,
 )
+from charlm.config.schema import SEED_LIMIT, SampleConfig
 from charlm.data.vocabulary import Vocabulary
 from charlm.draws import choose, uniform_noise
 from charlm.model.step import CharacterStep
 
 CHUNK = 256  # most characters per compiled call: hides Python, still streams
 READ_CHARS = 128  # prompt characters per compiled call (a fixed width: one XLA program)
-SEED_LIMIT = 2**62  # stream seeds live below this (int64 arithmetic, no overflow)
 MODES = ("argmax", "plain", "filtered")  # see sampling_mode
 
 
 @dataclass
 class SamplingOptions:
-    length: int = 500
-    temperature: float = 0.8  # 0 means argmax
-    top_k: int = 0  # 0: no limit
-    top_p: float = 1.0
+    """One request's controls, as the sampling loop takes them (defaults: the config's)."""
+
+    length: int = SampleConfig.length
+    temperature: float = SampleConfig.temperature  # 0 means argmax
+    top_k: int = SampleConfig.top_k  # 0: no limit
+    top_p: float = SampleConfig.top_p
     argmax: bool = False
     seed: int = 0
 

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from charlm.config import SampleConfig
 from charlm.data.vocabulary import Vocabulary
-from charlm.generate import Sampler, SamplingOptions
+from charlm.generate import CHUNK, READ_CHARS, Sampler, SamplingOptions
 from charlm.model.build import recurrent_layers
 from charlm.model.step import chain_of_layers
 from charlm.sampling_rules import Settings, StopScan, readable_prime, resolve_settings
@@ -118,6 +118,52 @@ class TextGenerator:
             for text, piece in zip(texts, pieces):
                 text.append(piece)
         return ["".join(text) for text in texts]
+
+    def graph_generate(self, signature):
+        """`generate` for one stream as one TensorFlow graph (for a SavedModel), with the
+        inputs of `signature`: the prompt read in pieces, then `length` steps in chunks, by
+        the compiled loops `pieces` runs, so its ids are those `charlm sample` gives."""
+        sampler = self.sampler
+        rows = sampler.rows_for(1)
+
+        @tf.function(input_signature=signature, autograph=True)
+        def generate(prompt_ids, length, temperature, top_k, top_p, seed):
+            prompt_ids = tf.cond(
+                tf.size(prompt_ids) > 0,
+                lambda: prompt_ids,
+                lambda: tf.constant([sampler.start_token()], tf.int32),
+            )
+            states = sampler.initial_states(rows)
+            logits = tf.zeros([rows, sampler.vocab.size])
+            for start in tf.range(0, tf.size(prompt_ids), READ_CHARS):
+                piece = prompt_ids[start : start + READ_CHARS]
+                steps = tf.size(piece)
+                tokens = tf.tile(tf.pad(piece, [[0, READ_CHARS - steps]])[None], [rows, 1])
+                # The XLA-compiled reading loop `charlm sample` runs, a piece at a time.
+                logits, states = sampler.read_chunk(
+                    tokens, tf.ones_like(tokens, tf.bool), steps, logits, states
+                )
+            generated = tf.zeros([0], tf.int32)
+            for start in tf.range(0, length, CHUNK):
+                tf.autograph.experimental.set_loop_options(
+                    shape_invariants=[(generated, tf.TensorShape([None]))]
+                )
+                steps = tf.minimum(CHUNK, length - start)
+                lanes = (
+                    tf.fill([rows], seed),
+                    tf.fill([rows], tf.cast(start, tf.int64)),  # positions
+                    tf.fill([rows], temperature),
+                    tf.fill([rows], top_k),
+                    tf.fill([rows], top_p),
+                )
+                # The XLA-compiled chunk `charlm sample` runs, in chunks as it runs it.
+                ids, logits, states = sampler.generate_chunk["filtered"](
+                    logits, states, steps, lanes
+                )
+                generated = tf.concat([generated, ids[0, :steps]], axis=0)
+            return {"ids": generated}
+
+        return generate
 
     # ------------------------------------------------------------ scoring
     def score(self, text: str, top: int = 5) -> Scores:

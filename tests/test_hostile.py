@@ -10,7 +10,6 @@ import sys
 import time
 import tracemalloc
 
-import numpy as np
 import pytest
 
 from tests.conftest import generated_text
@@ -111,14 +110,12 @@ def test_a_billion_characters_stream_and_stop_on_ctrl_c(trained_run):
     assert "charlm: interrupted" in stderr and "Traceback" not in stderr
 
 
-class EndlessSampler:
-    """Yields chunks of token ids as fast as numpy makes them (no model)."""
-
-    def sample(self, prime_ids, streams, options):
-        from charlm.generate import CHUNK
-
-        for start in range(0, options.length, CHUNK):
-            yield np.full((streams, min(CHUNK, options.length - start)), start % 7, np.int64)
+def endless_pieces(samples: int, length: int, chunk: int = 256):
+    """What TextGenerator.pieces yields, made as fast as Python makes strings (no model):
+    the (empty) prime, then a chunk of text per sample."""
+    yield [""] * samples
+    for start in range(0, length, chunk):
+        yield ["abcdefg"[start % 7] * min(chunk, length - start)] * samples
 
 
 class CountingStream:
@@ -138,16 +135,13 @@ def test_samples_are_written_in_flat_memory(monkeypatch):
     """However long the samples, what is held in memory stays the same: the first
     streams out, the others wait on disk."""
     from charlm.cli.sample import write_samples
-    from charlm.data.vocabulary import Vocabulary
-    from charlm.generate import SamplingOptions
 
-    vocab = Vocabulary(list("abcdefg"))
     peaks = []
     for length in (200_000, 2_000_000):
         stdout = CountingStream()
         monkeypatch.setattr(sys, "stdout", stdout)
         tracemalloc.start()
-        write_samples(EndlessSampler(), vocab, "", 3, SamplingOptions(length=length))
+        write_samples(endless_pieces(3, length), 3)
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
         assert stdout.chars == 3 * length + 2 * len("\n\n--- sample 2 ---\n") + 1

@@ -6,6 +6,7 @@ import functools
 import tempfile
 from pathlib import Path
 
+from charlm.bench.api import api_lines, api_rates
 from charlm.bench.gradient_health import gradient_health_rates
 from charlm.bench.machine import machine, matmul_gflops
 from charlm.bench.reference import CELLS, forward_flops_per_char, reference_corpus
@@ -46,6 +47,7 @@ def run_benchmark(cells=CELLS, steps: int = 8) -> dict:
             results["cells"][cell] = entry
         if "lstm" in cells:
             results["sampling"] = sampling(root / "run-lstm-fused", torch)
+            results["api"] = api_rates(root / "run-lstm-fused", torch)
     return results
 
 
@@ -109,6 +111,8 @@ def format_results(results: dict) -> str:
     lines += gradient_health_lines(results["cells"])
     if "sampling" in results:
         lines += sampling_lines(results["sampling"])
+    if "api" in results:
+        lines += api_lines(results["api"])
     return "\n".join(lines)
 
 

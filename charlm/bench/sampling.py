@@ -23,24 +23,25 @@ def best_in_turn(measures: dict[str, Callable[[], float]], rounds: int = 3) -> d
 
 
 class SamplingRate:
-    """chars/s of `charlm sample`'s Sampler on a trained reference model: `streams`
-    streams of `length` characters per call, compiled before the first."""
+    """chars/s of the sampling layer every front end runs (TextGenerator.pieces, ids
+    decoded to text) on a trained reference model: `streams` streams of `length`
+    characters per call, compiled before the first."""
 
     def __init__(self, run_dir: Path, streams: int, length: int):
-        from charlm.generate import Sampler, SamplingOptions
-        from charlm.run.load import load_checkpoint
+        import charlm
 
-        loaded = load_checkpoint(run_dir)
-        self.sampler = Sampler(loaded.model, loaded.vocab)
-        self.streams, self.options = streams, SamplingOptions(length=length, seed=1)
-        for _ in self.sampler.sample([0], streams, SamplingOptions(length=200, seed=0)):
+        self.generator = charlm.load(run_dir).generator
+        self.streams, self.length = streams, length
+        self.settings = self.generator.settings(length=length, seed=1, n=streams)
+        warm = self.generator.settings(length=200, seed=0, n=streams)
+        for _ in self.generator.pieces("", warm):
             pass  # compiles the loop
 
     def __call__(self) -> float:
         started = time.perf_counter()
-        for _ in self.sampler.sample([0], self.streams, self.options):
+        for _ in self.generator.pieces("", self.settings):
             pass
-        return self.streams * self.options.length / (time.perf_counter() - started)
+        return self.streams * self.length / (time.perf_counter() - started)
 
 
 def sampling_chars_per_s(run_dir: Path, streams: int, length: int) -> float:

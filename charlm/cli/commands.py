@@ -76,7 +76,9 @@ def train(
         from charlm.training.reporter import SilentReporter
 
         reporter = RichReporter() if is_chief() else SilentReporter()
-        result = run_training(settings, resume=resume, reporter=reporter)
+        result = run_training(
+            settings, resume=resume, reporter=reporter, exit_on_second_interrupt=True
+        )
     if not is_chief():
         return
     state = result.state

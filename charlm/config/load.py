@@ -9,6 +9,7 @@ Every error names the key (or the command-line flag) and what it accepts.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import math
 import re
@@ -61,6 +62,11 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
     raw = read_yaml(path) if path is not None else {}
     for override in overrides:
         apply_override(raw, override)
+    return config_of(raw, path)
+
+
+def config_of(raw: dict, path: str | Path | None) -> Config:
+    """The validated Config of `raw`, read from the YAML file `path` if any."""
     config = config_from_dict(raw)
     if path is not None and "run_dir" not in (raw.get("train") or {}):
         config.train.run_dir = f"runs/{Path(path).stem}"  # a run per config file
@@ -101,6 +107,19 @@ def apply_override(raw: dict, override: str) -> None:
         raise ConfigError(
             f"--set {shown(override)}: write it as section.key=value, e.g. --set model.cell=gru"
         )
+    try:
+        value = parse_yaml(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    set_override(raw, name.strip(), value)
+
+
+def set_override(raw: dict, dotted: str, value) -> None:
+    """Set `section.key` in the raw config dict `raw` to `value` (validated later with the
+    rest): what `--set` and the Python API's overrides both do."""
+    parts = dotted.split(".") if isinstance(dotted, str) else []
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"override {shown(dotted)}: name a key as section.key, e.g. model.cell")
     section, name = parts
     check_known(section, SECTION_CLASSES, "config section")
     check_known(
@@ -109,14 +128,26 @@ def apply_override(raw: dict, override: str) -> None:
         f"key in section {section!r}",
         prefix=f"{section}.",
     )
-    try:
-        value = parse_yaml(text) if text.strip() else None
-    except yaml.YAMLError:
-        value = text
     section_dict = raw.setdefault(section, {})
     if not isinstance(section_dict, dict):
         raise ConfigError(f"config section {section!r} must be a mapping")
     section_dict[name] = value
+
+
+def build_config(config=None, overrides: dict | None = None) -> Config:
+    """A validated Config from a YAML path, a dict of sections, a Config or None (the
+    defaults), with `overrides` ({"train.steps": 2000}) applied as `--set` applies them."""
+    if isinstance(config, Config):
+        raw = config.to_dict()
+    elif isinstance(config, dict):
+        raw = copy.deepcopy(config)
+    elif config is None or isinstance(config, (str, Path)):
+        raw = read_yaml(config) if config is not None else {}
+    else:
+        raise ConfigError(f"config must be a path, a dict or a Config; got {type(config).__name__}")
+    for dotted, value in (overrides or {}).items():
+        set_override(raw, dotted, value)
+    return config_of(raw, config if isinstance(config, (str, Path)) else None)
 
 
 def config_from_dict(raw: dict) -> Config:
@@ -130,19 +161,16 @@ def config_from_dict(raw: dict) -> Config:
                 f"config section {section!r} must be a mapping of keys, got {shown(value)}"
             )
         sections[section] = section_from_dict(section, value)
-    config = Config(**sections)
-    check_cross_field(config)
-    return config
+    return Config(**sections)  # cross-field rules are checked as it is made
 
 
 def section_from_dict(section: str, values: dict):
+    """The section `values` describe; each value is checked as the section is made."""
     cls = SECTION_CLASSES[section]
-    known = {f.name: f for f in fields(cls)}
-    checked = {}
-    for name, value in values.items():
-        check_known(str(name), list(known), f"key in section {section!r}", prefix=f"{section}.")
-        checked[name] = check_value(f"{section}.{name}", value, known[name].metadata)
-    return cls(**checked)
+    known = field_names(cls)
+    for name in values:
+        check_known(str(name), known, f"key in section {section!r}", prefix=f"{section}.")
+    return cls(**values)
 
 
 def field_names(cls) -> list[str]:
@@ -239,7 +267,11 @@ def check_setting(section: str, name: str, value, label: str) -> Any:
     """Validate one value of `section.name` against its declaration, as a config file's
     would be; errors name `label` (a command-line flag, say) instead of the key."""
     declared = {f.name: f for f in fields(SECTION_CLASSES[section])}[name]
-    return check_value(label, value, declared.metadata)
+    try:
+        return check_value(label, value, declared.metadata)
+    except ConfigError as error:
+        error.setting = f"{section}.{name}"
+        raise
 
 
 def check_cross_field(config: Config) -> None:

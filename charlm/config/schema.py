@@ -10,6 +10,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from charlm.errors import ConfigError
+
+SEED_LIMIT = 2**62  # seeds live below this: a stream's seed arithmetic stays in int64
+
 
 def key(
     default, help, choices=None, minimum=None, maximum=None, kind=None, optional=False, above=None
@@ -30,8 +34,26 @@ def key(
     return field(default=default, metadata=meta)
 
 
+class Section:
+    """A config section: every value is checked against its declaration when the section
+    is made, however it is made (a file, a dict, the Python API), and kept as converted."""
+
+    def __post_init__(self):
+        from charlm.config.load import check_value
+
+        section = SECTION_NAMES[type(self).__name__]
+        for declared in dataclasses.fields(self):
+            value = getattr(self, declared.name)
+            name = f"{section}.{declared.name}"
+            try:
+                setattr(self, declared.name, check_value(name, value, declared.metadata))
+            except ConfigError as error:
+                error.setting = name
+                raise
+
+
 @dataclass
-class DataConfig:
+class DataConfig(Section):
     corpus: Any = key(
         "builtin:pydoc",
         "Training text: a file, a directory, a glob, or a list of "
@@ -68,7 +90,7 @@ class DataConfig:
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Section):
     cell: str = key("lstm", "Recurrent cell.", choices=["simple_rnn", "lstm", "gru"])
     layers: int = key(2, "Number of stacked recurrent layers.", minimum=1, maximum=64)
     units: int = key(512, "Units per recurrent layer.", minimum=1, maximum=65536)
@@ -87,7 +109,7 @@ class ModelConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Section):
     run_dir: str = key(
         "runs/default",
         "Where checkpoints, vocabulary, history and logs go. "
@@ -241,7 +263,7 @@ class TrainConfig:
 
 
 @dataclass
-class SampleConfig:
+class SampleConfig(Section):
     length: int = key(500, "Characters to generate.", minimum=0)
     temperature: float = key(0.8, "Softmax temperature (0 means argmax).", minimum=0.0)
     top_k: int = key(0, "Sample from the k most likely characters (0: all).", minimum=0)
@@ -255,7 +277,7 @@ class SampleConfig:
         "Seed of the first sample (each other sample's follows from it); the same seed, "
         "prime and options give the same text. Unset: a random seed, printed.",
         minimum=0,
-        maximum=2**62 - 1,
+        maximum=SEED_LIMIT - 1,
         kind="int",
         optional=True,
     )
@@ -268,6 +290,11 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
+    def __post_init__(self):
+        from charlm.config.load import check_cross_field
+
+        check_cross_field(self)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -278,4 +305,5 @@ SECTION_CLASSES = {
     "train": TrainConfig,
     "sample": SampleConfig,
 }
+SECTION_NAMES = {cls.__name__: name for name, cls in SECTION_CLASSES.items()}
 DEFAULT_STEPS = 1000

@@ -20,12 +20,17 @@ from charlm.training.optimizer import base_optimizer, time_annealed_rate
 class StopRequest:
     """Set by SIGINT/SIGTERM, the time budget or early stopping; read at step boundaries."""
 
-    def __init__(self):
+    def __init__(self, exit_on_second_interrupt: bool = False):
         self.reason: str | None = None
+        self.exit_on_second_interrupt = exit_on_second_interrupt
 
     def handle_signal(self, signum, frame):
-        if self.reason == "interrupted" and signum == signal.SIGINT:
-            leave_now()  # a second Ctrl-C
+        if self.reason == "interrupted" and signum == signal.SIGINT:  # a second Ctrl-C
+            if self.exit_on_second_interrupt:
+                leave_now()
+            # A library call never ends the process (a notebook's kernel would die with
+            # it): the interrupt goes to the caller, and what was saved stays saved.
+            raise KeyboardInterrupt
         self.reason = "interrupted"
 
 

@@ -78,20 +78,33 @@ from charlm.training.reporter import Reporter, SilentReporter
 
 @dataclass
 class TrainResult:
+    """Where a training call stopped and why; `history` holds history.jsonl's records."""
+
     run_dir: Path
     state: TrainState
     stopped_by: str  # "steps", "time budget", "early stopping", "interrupted"
     history: list = field(default_factory=list)
 
+    @property
+    def step(self) -> int:
+        return self.state.step
+
+    @property
+    def best_val_loss(self) -> float | None:
+        """Nats per character; None without validation text."""
+        return self.state.best_val_loss
+
 
 class Run:
     """One invocation of `charlm train`: holds what the loop's steps share."""
 
-    def __init__(self, config: Config, run_dir: RunDir, reporter: Reporter):
+    def __init__(
+        self, config: Config, run_dir: RunDir, reporter: Reporter, exit_on_second_interrupt=False
+    ):
         self.config = config
         self.run_dir = run_dir
         self.reporter = reporter
-        self.stop = StopRequest()
+        self.stop = StopRequest(exit_on_second_interrupt)
         self.nonfinite_step: int | None = None
         self.chars_per_step = config.train.batch_size * config.train.seq_length
         self.started = time.perf_counter()
@@ -114,9 +127,15 @@ class Run:
 
 
 def train(
-    config: Config, resume: str | Path | None = None, reporter: Reporter | None = None
+    config: Config,
+    resume: str | Path | None = None,
+    reporter: Reporter | None = None,
+    exit_on_second_interrupt: bool = False,
 ) -> TrainResult:
-    """Train (or resume) the run `config` describes; returns where it stopped and why."""
+    """Train (or resume) the run `config` describes; returns where it stopped and why.
+    A first interrupt (SIGINT, SIGTERM) stops at the next step and saves; a second SIGINT
+    raises KeyboardInterrupt, or with `exit_on_second_interrupt` (the command line) ends
+    the process at once."""
     reporter = reporter or SilentReporter()
     # The strategy comes first: MultiWorkerMirroredStrategy must exist before any TF op.
     name = strategy_name(config.train.distribute)
@@ -129,7 +148,15 @@ def train(
         # train.init_from is checked before the run directory is made: a refusal writes nothing.
         source = load_init_source(config, resume is not None)
         run_dir.lock()
-        return train_locked(config, run_dir, resume is not None, reporter, strategy, source)
+        return train_locked(
+            config,
+            run_dir,
+            resume is not None,
+            reporter,
+            strategy,
+            source,
+            exit_on_second_interrupt,
+        )
     finally:
         reporter.close()
         run_dir.unlock()
@@ -142,6 +169,7 @@ def train_locked(
     reporter: Reporter,
     strategy,
     source: InitSource | None = None,
+    exit_on_second_interrupt: bool = False,
 ) -> TrainResult:
     run_dir.remove_partial_saves()
     checkpoint = check_run_dir(config, run_dir, resuming, reporter.message)
@@ -165,7 +193,7 @@ def train_locked(
         if source is not None:
             new_chars = start_from(model, source, prepared.vocab)
             reporter.message(describe_start(source, new_chars))
-    run = Run(config, run_dir, reporter)
+    run = Run(config, run_dir, reporter, exit_on_second_interrupt)
     with strategy.scope():  # its sums are variables of the strategy, like the weights
         run.gradient_health = GradientHealth(model)
     run.vocab, run.val_digest = prepared.vocab, validation_digest(prepared)
