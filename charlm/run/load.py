@@ -64,8 +64,10 @@ def unloadable(path: Path, error: Exception) -> str:
     if problem:
         return problem
     damage = archive_problem(path) if path.suffix == ".keras" else None
+    if damage:
+        return f"is not a loadable charlm model (it {damage})"
     text = str(error).strip()
-    reason = f"it {damage}" if damage else text.splitlines()[0][:200] if text else "?"
+    reason = text.splitlines()[0][:200] if text else type(error).__name__
     return f"is not a loadable charlm model ({reason})"
 
 

@@ -65,8 +65,8 @@ class TrainState:
     evals_since_best: int = 0
     elapsed_s: float = 0.0
     rng_states: list | None = None  # dropout generators' states (see model.rng_states)
-    vocab_digest: str | None = None  # Vocabulary.digest of the run's vocab.json (None: older)
     gradient_health: list | None = None  # the interval's gradient sums (GradientHealth)
+    vocab_digest: str | None = None  # Vocabulary.digest of the run's vocab.json (None: older)
     version: int = STATE_VERSION
 
 
@@ -247,8 +247,8 @@ class RunDir:
         recorded = read_state(checkpoint).vocab_digest if checkpoint else None
         if recorded is not None and recorded != vocab.digest():
             raise RunError(
-                f"{self.vocab_path} is not the vocabulary {checkpoint} was trained with "
-                f"(it was edited or replaced); restore the run's own vocab.json"
+                f"{checkpoint} was trained with a different vocabulary than "
+                f"{self.vocab_path} (edited or replaced since); restore the run's own vocab.json"
             )
         self.vocab_digest = vocab.digest()
         return vocab

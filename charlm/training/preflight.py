@@ -34,9 +34,10 @@ MEMORY_LIMIT_FRACTION = 0.8
 
 
 def check_run_dir(
-    config: Config, run_dir: RunDir, resuming: bool, say: Callable[[str], None] = print
+    config: Config, run_dir: RunDir, resuming: bool, say: Callable[[str], None]
 ) -> Path | None:
-    """The checkpoint to resume from, or None for a new run; refuses to overwrite a run."""
+    """The checkpoint to resume from, or None for a new run; refuses to overwrite a run.
+    `say` tells which checkpoint a resume fell back to (the reporter's message)."""
     if not resuming:
         if run_dir.has_checkpoints() or run_dir.best_model_path.exists():
             raise RunError(
