@@ -391,3 +391,65 @@ def test_prompts_are_grouped_by_length_shortest_first():
     long, longer = stream(300), stream(5000)
     groups = by_prompt_length([longer, short, long, doubled, medium])
     assert groups == [[short, medium], [doubled], [long], [longer]]
+
+
+def run_streams(engine, loaded, streams_controls, poison=None) -> dict:
+    """Submit one stream per controls dict at once (their prompts are read as one group);
+    `poison(stream)` is called on the fourth once it runs. Each stream's (finish reason,
+    text)."""
+    from charlm.serve.streams import request_streams
+
+    outcomes, done = {}, threading.Event()
+    texts = [""] * len(streams_controls)
+
+    def emitter(index):
+        def emit(text, reason):
+            texts[index] += text
+            if reason:
+                outcomes[index] = (reason, texts[index])
+                if len(outcomes) == len(streams_controls):
+                    done.set()
+
+        return lambda _: emit
+
+    streams = [
+        stream
+        for index, controls in enumerate(streams_controls)
+        for stream in request_streams(
+            loaded.vocab.encode("the cat"), 1, emitter=emitter(index), stop=[], **controls
+        )
+    ]
+    engine.submit(streams)
+    if poison:
+        while not any(stream is streams[3] for stream in engine.active.streams):
+            time.sleep(0.002)
+        poison(streams[3])
+    assert done.wait(60)
+    return outcomes
+
+
+GOOD = [dict(seed=seed, length=400, temperature=0.9, top_k=0, top_p=1.0) for seed in range(6)]
+
+
+@pytest.mark.parametrize("stage", ["reading", "a chunk"])
+def test_a_stream_that_cannot_be_held_ends_alone_and_the_others_keep_their_text(trained_run, stage):
+    """A value the engine's lanes cannot hold (it should have been refused before) fails
+    the group it was read or advanced in; each of the others is then run alone and gets
+    the very text it gets without the bad stream beside it."""
+    loaded, sampler, engine = new_engine(trained_run, lanes=8)
+    engine.start()
+    try:
+        alone = run_streams(engine, loaded, GOOD)
+        bad = dict(GOOD[0], length=10**6, top_k=2**31 if stage == "reading" else 0)
+
+        def poison(stream):  # once it runs: the next chunk's controls cannot be held
+            stream.top_k = 2**31
+
+        beside = run_streams(
+            engine, loaded, GOOD[:3] + [bad] + GOOD[3:], poison if stage != "reading" else None
+        )
+    finally:
+        engine.stop()
+    assert beside[3][0] == "error"
+    assert [beside[i] for i in (0, 1, 2, 4, 5, 6)] == [alone[i] for i in range(6)]
+    assert all(reason == "length" and len(text) == 400 for reason, text in alone.values())

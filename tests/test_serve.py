@@ -30,7 +30,7 @@ def free_port() -> int:
 class Server:
     """A `charlm serve` process on 127.0.0.1, stopped when the test ends."""
 
-    def __init__(self, run, *flags):
+    def __init__(self, run, *flags, stderr=None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
@@ -45,8 +45,9 @@ class Server:
                 str(self.port),
                 *map(str, flags),
             ],
+            stderr=stderr,
         )  # its output goes to the tests' own: pytest shows it beside a failure
-        deadline = time.time() + 90
+        deadline = time.time() + 300  # compiling is slow on a busy machine
         while time.time() < deadline and self.process.poll() is None:
             try:
                 if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
@@ -216,7 +217,12 @@ def test_models_health_run_facts_and_page(server):
 )
 def test_bad_requests_get_an_error_object(server, body, status, param, fragment):
     content = body if isinstance(body, str) else json.dumps(body)
-    response = httpx.post(f"{server.url}/v1/completions", content=content, timeout=30)
+    response = httpx.post(
+        f"{server.url}/v1/completions",
+        content=content,
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
     assert response.status_code == status
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error" and error["param"] == param

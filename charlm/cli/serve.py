@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -13,12 +14,20 @@ import typer
 from charlm.cli.app import CheckpointOption, app, fail, quiet_tensorflow_start, say, user_errors
 
 API_KEY_ENV = "CHARLM_API_KEY"
+SHUTDOWN_MARGIN = 5.0  # seconds uvicorn waits past --grace for the app's last replies
 
 
 @app.command()
 def serve(
     checkpoint: CheckpointOption,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    host: Annotated[
+        str,
+        typer.Option(
+            help="Address to listen on. The default takes connections from this machine "
+            "only; 0.0.0.0 takes them from any machine that can reach it: set --api-key "
+            "then, as anyone who reaches the port can use the model."
+        ),
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     lanes: Annotated[int, typer.Option(help="Streams generated at once.")] = 64,
     queue: Annotated[
@@ -28,9 +37,32 @@ def serve(
         int, typer.Option(help="The most characters a choice may ask for.")
     ] = 4096,
     max_prompt_chars: Annotated[int, typer.Option(help="The longest prompt read.")] = 100_000,
+    max_body_bytes: Annotated[
+        Optional[int],
+        typer.Option(
+            help="The largest request body read; a larger one gets HTTP 413. "
+            "Default: 6 bytes per --max-prompt-chars (a character escaped as \\uXXXX) "
+            "plus 64 KiB."
+        ),
+    ] = None,
+    header_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds a connection may take to send a request's head; then closed."),
+    ] = 10.0,
+    body_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds a request's body may take to arrive; then HTTP 408."),
+    ] = 30.0,
+    max_connections: Annotated[
+        int,
+        typer.Option(help="Connections kept at once; a request on one more gets HTTP 503."),
+    ] = 512,
     api_key: Annotated[
         Optional[str],
-        typer.Option(help=f"Require `Authorization: Bearer KEY` (or set {API_KEY_ENV})."),
+        typer.Option(
+            help=f"Require `Authorization: Bearer KEY` on /v1/ (or set {API_KEY_ENV}); "
+            "/health and the playground page stay open (the page asks for the key)."
+        ),
     ] = None,
     grace: Annotated[
         float,
@@ -44,8 +76,13 @@ def serve(
         ("--queue", queue, 0),
         ("--max-tokens", max_tokens, 1),
         ("--max-prompt-chars", max_prompt_chars, 1),
+        ("--max-body-bytes", 1 if max_body_bytes is None else max_body_bytes, 1),
+        ("--max-connections", max_connections, 1),
+        ("--header-timeout", header_timeout, 0.1),
+        ("--body-timeout", body_timeout, 0.1),
+        ("--grace", grace, 0),
     ):
-        if value < low:
+        if not value >= low:  # also refuses nan
             fail(f"{name} must be at least {low}; got {value}")
     if port > 65535:
         fail(f"--port must be at most 65535; got {port}")
@@ -57,12 +94,19 @@ def serve(
     from charlm.run.load import load_checkpoint
     from charlm.serve.app import Service, create_app
     from charlm.serve.engine import Engine
+    from charlm.serve.http import DrainingServer, GuardedH11
     from charlm.serve.requests import Limits
 
     with user_errors():
         loaded = load_checkpoint(checkpoint)
     engine = Engine(Sampler(loaded.model, loaded.vocab), lanes=lanes, queue_limit=queue)
-    limits = Limits(max_tokens=max_tokens, max_prompt_chars=max_prompt_chars, lanes=lanes)
+    limits = Limits(
+        max_tokens=max_tokens,
+        max_prompt_chars=max_prompt_chars,
+        lanes=lanes,
+        max_body_bytes=max_body_bytes,
+        body_timeout=body_timeout,
+    )
     key = api_key or os.environ.get(API_KEY_ENV) or None
     service = Service(engine, loaded, limits, key)
     say(f"compiling the sampling loop for 1 to {lanes} streams, then serving")  # Engine.start
@@ -74,13 +118,19 @@ def serve(
     # signal again for the handler it found: a no-op one makes that a clean exit 0.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: None)
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(service),
         host=host,
         port=port,
         log_level="warning",
-        timeout_graceful_shutdown=grace,
+        http=functools.partial(
+            GuardedH11, header_timeout=header_timeout, max_connections=max_connections
+        ),
+        # The app ends what runs at `grace` with error objects (Service.drain); uvicorn
+        # cancels only what is left a little later.
+        timeout_graceful_shutdown=grace + SHUTDOWN_MARGIN,
     )
+    DrainingServer(config, drain=lambda: service.drain(grace)).run()
     say("stopped")
 
 

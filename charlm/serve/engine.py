@@ -13,8 +13,10 @@ its request came, and its first character is sent at once; prompts that arrive t
 are read in one batch, which makes reading cheap (docs/results.md). A long prompt is read
 a piece at a time beside the running streams (one of 100,000 characters would otherwise
 stop them for seconds), and short prompts that arrive meanwhile are read between pieces.
-A read or a chunk that fails (TensorFlow out of memory, say) ends its own streams with
-finish reason "error" and is logged; both threads go on serving the others.
+A read or a chunk that fails (TensorFlow out of memory, say) is tried again for each of
+its streams alone, so that one stream that cannot be served ends no other; a stream that
+fails alone ends with finish reason "error" and is logged; both threads go on serving
+the others.
 
 A recurrent model makes this simple: a stream's whole state is a few vectors per layer,
 so joining or leaving the batch is a gather of those vectors, with no cache that grows.
@@ -124,7 +126,8 @@ class Engine:
         """Read a piece of a group's prompts, or all of them if `whole`. Once they are read,
         draw each stream's first character at once (it waits for its prompt, not for a
         chunk) and hand the streams to the decoder. Returns whether the group is done
-        with: read, dropped because all its clients have gone, or failed."""
+        with: read, dropped because all its clients have gone, failed, or (if it failed
+        with several streams) handed on to be read again a stream at a time."""
         batch = None
         try:
             if not all(stream.cancelled for stream in group):
@@ -135,9 +138,12 @@ class Engine:
                     return False
                 batch = self.advance(Batch(group, *reading.result()), 1)
         except Exception:
-            log.exception("reading %d prompts failed; their requests end in error", len(group))
-            for stream in group:
-                stream.fail()
+            if len(group) > 1:
+                log.warning("reading %d prompts together failed; reading each alone", len(group))
+                self.read_alone(group, whole)
+                return True
+            log.exception("reading a prompt failed; its request ends in error")
+            group[0].fail()
         with self.wake:
             if batch is not None:
                 self.ready.append(batch)
@@ -145,6 +151,16 @@ class Engine:
             self.reading_short = False
             self.wake.notify_all()
         return True
+
+    def read_alone(self, group: list[Stream], whole: bool) -> None:
+        """Read each stream of a group that failed as a group of its own: short prompts
+        now, long ones as the reader's next pieces (still counted as being read)."""
+        for stream in group:
+            alone = ([stream], PromptReading(self.sampler, prompts_of([stream])))
+            if whole:
+                self.read(*alone, whole=True)
+            else:
+                self.long_reads.append(alone)
 
     def can_read(self) -> bool:
         return bool(self.pending) and self.lanes_taken() < self.lane_count
@@ -190,15 +206,21 @@ class Engine:
         return has_streams and not (self.reading_short or short_readable)
 
     def advance_or_fail(self, batch: Batch) -> Batch:
-        """A chunk for the running streams; if it fails, they end in error, and the
-        decoder goes on with the streams that join next."""
+        """A chunk for the running streams; if it fails, a chunk for each of them alone
+        (the text of each is the same, see charlm.batching), and those that fail alone
+        end in error; the decoder goes on with the others and the streams that join next."""
         try:
             return self.advance(batch, CHUNK_STEPS)
         except Exception:
-            log.exception("a chunk of %d streams failed; they end in error", len(batch.streams))
-            for stream in batch.streams:
-                stream.fail()
-            return EMPTY
+            if len(batch.streams) == 1:
+                log.exception("a chunk of a stream failed; its request ends in error")
+                batch.streams[0].fail()
+                return EMPTY
+        log.warning("a chunk of %d streams failed; advancing each alone", len(batch.streams))
+        survivors = EMPTY
+        for row in range(len(batch.streams)):
+            survivors = survivors.extend(self.advance_or_fail(batch.row(row)))
+        return survivors
 
     def advance(self, batch: Batch, steps: int) -> Batch:
         """`steps` characters for the streams of `batch`, handed to them. A stream whose

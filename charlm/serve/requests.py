@@ -6,11 +6,11 @@ as `charlm sample`'s flags and a config file's sample keys are; an error names t
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
-from charlm.config import check_setting
-from charlm.errors import ConfigError
+import numpy as np
+
+from charlm.errors import ConfigError, relabelled
 
 # Sent by OpenAI clients but with no effect here; accepted only at their neutral values.
 NEUTRAL_FIELDS = {
@@ -52,11 +52,29 @@ class RequestError(Exception):
         }
 
 
+# A body's cap follows from the longest prompt: a JSON encoder may write each of its
+# characters as a \uXXXX escape (Python's json does, by default), and the other fields
+# (stop strings, options, a model name) fit in the slack.
+BODY_BYTES_PER_PROMPT_CHAR = 6
+BODY_SLACK_BYTES = 64 * 1024
+
+
+def body_bytes_for(max_prompt_chars: int) -> int:
+    """The default body cap of a server that reads prompts of `max_prompt_chars`."""
+    return BODY_BYTES_PER_PROMPT_CHAR * max_prompt_chars + BODY_SLACK_BYTES
+
+
 @dataclass
 class Limits:
     max_tokens: int = 4096  # the most characters one choice may ask for
     max_prompt_chars: int = 100_000
     lanes: int = 64
+    max_body_bytes: int | None = None  # None: body_bytes_for(max_prompt_chars)
+    body_timeout: float = 30.0  # seconds a POST body may take to arrive
+
+    def __post_init__(self):
+        if self.max_body_bytes is None:
+            self.max_body_bytes = body_bytes_for(self.max_prompt_chars)
 
 
 @dataclass
@@ -74,9 +92,10 @@ class Completion:
     include_usage: bool
 
 
-def parse_completion(body, defaults, limits: Limits) -> Completion:
+def parse_completion(body, generator, limits: Limits) -> Completion:
     """A Completion from a decoded JSON body; RequestError naming the field otherwise.
-    `defaults` is the run's sample section (length, temperature, top_k, top_p)."""
+    `generator` (a charlm.textgen.TextGenerator) checks the sampling fields and fills in
+    the run's defaults."""
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
     fields = dict(body)
@@ -93,17 +112,15 @@ def parse_completion(body, defaults, limits: Limits) -> Completion:
             f"{limits.max_prompt_chars:,}",
             "prompt",
         )
+    settings = sampling_settings(fields, generator)
     controls = {
-        "max_tokens": setting("length", fields.pop("max_tokens", defaults.length), "max_tokens"),
-        "temperature": setting("temperature", fields.pop("temperature", defaults.temperature)),
-        "top_k": setting("top_k", fields.pop("top_k", defaults.top_k)),
-        "top_p": setting("top_p", fields.pop("top_p", defaults.top_p)),
-        "n": setting("num_samples", fields.pop("n", 1), "n"),
+        "max_tokens": settings.length,
+        "temperature": settings.temperature,
+        "top_k": settings.top_k,
+        "top_p": settings.top_p,
+        "n": settings.n,
     }
-    seed = fields.pop("seed", None)
-    seed_given = seed is not None
-    seed = setting("seed", seed) if seed_given else time.time_ns() % 2**31
-    stop = parse_stop(fields.pop("stop", None))
+    seed, seed_given, stop = settings.seed, settings.seed_given, list(settings.stop)
     stream = fields.pop("stream", False)
     if not isinstance(stream, bool):
         raise RequestError("stream must be true or false", "stream")
@@ -117,6 +134,7 @@ def parse_completion(body, defaults, limits: Limits) -> Completion:
             f"{limits.max_tokens:,} characters per choice",
             "max_tokens",
         )
+    check_lane_widths(controls)
     if controls["n"] > limits.lanes:
         raise RequestError(
             f"n is {controls['n']}; this server runs {limits.lanes} streams at once", "n"
@@ -132,11 +150,46 @@ def parse_completion(body, defaults, limits: Limits) -> Completion:
     )
 
 
-def setting(name: str, value, field: str | None = None):
+# The engine holds a stream's controls in fixed-width arrays (charlm.generate.Lanes):
+# a value past these would fail the whole batch the stream joins, not only its request.
+# (top_k is bounded by the vocabulary, seeds by SEED_LIMIT, n and max_tokens by Limits.)
+LANE_MAXIMA = {"temperature": float(np.finfo(np.float32).max)}
+
+
+def check_lane_widths(controls: dict) -> None:
+    for name, most in LANE_MAXIMA.items():
+        if controls[name] > most:
+            shown = f"{most:,}" if isinstance(most, int) else f"{most:g}"
+            raise RequestError(f"{name} must be at most {shown}; got {controls[name]!r}", name)
+
+
+# The request field of each sampling setting, to name it in an error.
+FIELDS = {
+    "sample.length": "max_tokens",
+    "sample.temperature": "temperature",
+    "sample.top_k": "top_k",
+    "sample.top_p": "top_p",
+    "sample.seed": "seed",
+    "sample.num_samples": "n",
+    "sample.stop": "stop",
+}
+
+
+def sampling_settings(fields: dict, generator):
+    """The request's sampling settings, checked by the library's rules (its defaults, its
+    seed, the vocabulary's bound on top_k), taken out of `fields`."""
+    given = {
+        "length": fields.pop("max_tokens", None),
+        "temperature": fields.pop("temperature", None),
+        "top_k": fields.pop("top_k", None),
+        "top_p": fields.pop("top_p", None),
+        "seed": fields.pop("seed", None),
+        "n": fields.pop("n", None),
+    }
     try:
-        return check_setting("sample", name, value, field or name)
+        return generator.settings(stop=parse_stop(fields.pop("stop", None)), **given)
     except ConfigError as error:
-        raise RequestError(str(error), field or name) from None
+        raise RequestError(relabelled(error, FIELDS), FIELDS.get(error.setting)) from None
 
 
 def check_neutral(fields: dict) -> None:
@@ -147,16 +200,8 @@ def check_neutral(fields: dict) -> None:
                 raise RequestError(f"{name} is not supported by charlm (only {neutral!r})", name)
 
 
-def parse_stop(stop) -> list[str]:
-    if stop is None:
-        return []
-    stops = [stop] if isinstance(stop, str) else stop
-    if (
-        not isinstance(stops, list)
-        or not all(isinstance(s, str) and s for s in stops)
-        or len(stops) > MAX_STOPS
-    ):
-        raise RequestError(
-            f"stop must be a non-empty string or a list of up to {MAX_STOPS}", "stop"
-        )
-    return stops
+def parse_stop(stop):
+    """`stop` as given, refused past MAX_STOPS strings (the library checks the rest)."""
+    if isinstance(stop, list) and len(stop) > MAX_STOPS:
+        raise RequestError(f"stop takes up to {MAX_STOPS} strings; got {len(stop)}", "stop")
+    return stop

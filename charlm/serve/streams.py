@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from charlm.generate import Lanes, stream_seed
+from charlm.sampling_rules import StopScan
 
 
 @dataclass(eq=False)
@@ -25,32 +26,22 @@ class Stream:
     stop: list[str]
     emit: Callable[[str, str | None], None]  # (new text, finish reason or None)
     cancelled: bool = False
-    text: str = ""  # generated so far
-    sent: int = 0  # characters of `text` already emitted
     finish_reason: str | None = None  # "stop", "length", or "error" (the server failed)
     position: int = 0  # characters drawn so far
+
+    def __post_init__(self):
+        self.scan = StopScan(self.length, tuple(self.stop))
 
     @property
     def done(self) -> bool:
         return self.cancelled or self.finish_reason is not None
 
     def take(self, new_text: str) -> None:
-        """Append generated text; finish on a stop string or at the length."""
-        hold = max((len(s) for s in self.stop), default=1) - 1
-        searched_from = max(0, len(self.text) - hold)
-        self.text = (self.text + new_text)[: self.length]  # nothing past the length counts
-        for stop in self.stop:
-            found = self.text.find(stop, searched_from)
-            if found != -1:
-                self.text = self.text[:found]
-                self.finish_reason = "stop"
-        if self.finish_reason is None and len(self.text) >= self.length:
-            self.finish_reason = "length"
-        # Until the stream ends, a tail that may begin a stop string is held back.
-        ready = len(self.text) if self.finish_reason else max(self.sent, len(self.text) - hold)
-        if ready > self.sent or self.finish_reason:
-            self.emit(self.text[self.sent : ready], self.finish_reason)
-            self.sent = ready
+        """Append generated text and emit what is final of it (see StopScan)."""
+        piece = self.scan.take(new_text)
+        self.finish_reason = self.finish_reason or self.scan.finish_reason
+        if piece or self.finish_reason:
+            self.emit(piece, self.finish_reason)
 
     def fail(self) -> None:
         """End the stream because the server failed it; its client is told if it can be
@@ -73,6 +64,8 @@ class Batch:
     states: list
 
     def extend(self, other: Batch) -> Batch:
+        if not other.streams:
+            return self
         if not self.streams:
             return other
         return Batch(
@@ -82,6 +75,15 @@ class Batch:
                 [tf.concat([mine, theirs], axis=0) for mine, theirs in zip(a, b)]
                 for a, b in zip(self.states, other.states)
             ],
+        )
+
+    def row(self, index: int) -> Batch:
+        """The batch of one of these streams alone."""
+        rows = tf.constant([index], tf.int32)
+        return Batch(
+            [self.streams[index]],
+            tf.gather(self.logits, rows),
+            [[tf.gather(state, rows) for state in layer] for layer in self.states],
         )
 
     def without_done(self) -> Batch:

@@ -1,9 +1,25 @@
 // The charlm playground: sends the prompt to /v1/completions with stream: true and shows
 // the text as the server-sent events arrive; draws the run's validation curve.
+// A server started with --api-key needs the key on /v1/: it is asked for on the page and
+// kept in the tab's session storage (gone when the tab closes), never in the page's URL.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+const KEY_STORAGE = "charlm-api-key";
 let controller = null;
+
+function headers() {
+  const key = $("api-key").value.trim();
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+async function checked(response) {
+  if (!response.ok) {
+    const problem = await response.json().catch(() => ({}));
+    throw new Error(problem.error ? problem.error.message : response.statusText);
+  }
+  return response;
+}
 
 function showSliderValues() {
   for (const id of ["temperature", "top-k", "top-p"]) {
@@ -41,14 +57,11 @@ async function generate() {
   try {
     const response = await fetch("/v1/completions", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: { "Content-Type": "application/json", ...headers() },
       body: JSON.stringify(requestBody()),
       signal: controller.signal,
     });
-    if (!response.ok) {
-      const problem = await response.json();
-      throw new Error(problem.error ? problem.error.message : response.statusText);
-    }
+    await checked(response);
     const reader = response.body.getReader();
     const decoder = new TextDecoder();
     let buffer = "";
@@ -78,6 +91,7 @@ async function generate() {
 
 function showFacts(run) {
   $("model-name").textContent = run.model;
+  $("facts").replaceChildren();
   const rows = [
     ["cell", run.cell], ["layers", run.layers], ["units", run.units],
     ["embedding", run.embedding_dim], ["parameters", run.parameters.toLocaleString()],
@@ -137,6 +151,16 @@ function drawCurve(points) {
 for (const id of ["temperature", "top-k", "top-p"]) $(id).addEventListener("input", showSliderValues);
 $("generate").addEventListener("click", generate);
 $("stop").addEventListener("click", () => controller && controller.abort());
-fetch("/v1/run").then((r) => r.json()).then(showFacts)
-  .catch((error) => { $("error").textContent = `run facts: ${error.message}`; });
+function loadFacts() {
+  $("error").textContent = "";
+  fetch("/v1/run", { headers: headers() }).then(checked).then((r) => r.json()).then(showFacts)
+    .catch((error) => { $("error").textContent = `run facts: ${error.message}`; });
+}
+
+$("api-key").value = sessionStorage.getItem(KEY_STORAGE) || "";
+$("api-key").addEventListener("change", () => {
+  sessionStorage.setItem(KEY_STORAGE, $("api-key").value.trim());
+  loadFacts();
+});
+loadFacts();
 showSliderValues();
