@@ -66,6 +66,24 @@ def test_the_endpoint_checks_the_key_the_media_type_and_the_body_cap(server):
     assert huge.status_code == 413 and "error" in huge.json()
 
 
+def test_an_inspection_beside_a_completion_leaves_its_text_as_it_is(server):
+    """The inspection runs in its own thread beside the engine's: a seeded completion
+    made meanwhile is the same text as made alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = {"prompt": "the cat", "max_tokens": 400, "seed": 7, "temperature": 1.0}
+
+    def complete():
+        response = httpx.post(f"{server.url}/v1/completions", json=body, headers=AUTH, timeout=120)
+        return response.json()["choices"][0]["text"]
+
+    alone = complete()
+    with ThreadPoolExecutor(2) as pool:
+        beside = pool.submit(complete)
+        inspected = inspect(server, {"text": "a dog came by (and sat)\n" * 8})
+    assert inspected.status_code == 200 and beside.result() == alone
+
+
 def test_the_playground_s_inspect_tab_colours_the_text_by_a_unit(browser, trained_run, tmp_path):  # noqa: F811
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
