@@ -4,7 +4,8 @@ Trains a base GRU on tiny Shakespeare, then trains on a small text (the first 10
 characters of `builtin:pydoc`, Python's own reference text, which holds digits,
 brackets, `_`, `=` and more that Shakespeare never uses) twice with the same config,
 steps and seed: once fine-tuned from the base (`charlm train --init-from`), once from
-scratch. Prints the table (base, steps, best validation losses, times) and the ratio.
+scratch. Prints the table (base, steps, best validation losses, times), both runs' validation
+losses at each evaluation, and the ratio.
 
     python benchmarks/finetune.py [CORPUS] [--base-steps 500] [--steps 300]
 
@@ -48,7 +49,9 @@ def charlm_train(run: Path, corpus: Path, steps: int, *settings: str) -> dict:
         raise SystemExit(f"charlm train failed:\n{completed.stderr[-2000:]}")
     checkpoints = sorted((run / "checkpoints").iterdir())
     state = json.loads((checkpoints[-1] / "state.json").read_text())
-    return dict(state, wall_s=wall, corpus=corpus.name)
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    curve = {record["step"]: record["val_loss"] for record in history}
+    return dict(state, wall_s=wall, corpus=corpus.name, curve=curve)
 
 
 def small_text(root: Path) -> Path:
@@ -75,6 +78,17 @@ def table(rows: list[tuple[str, dict]]) -> str:
         lines.append(
             f"| {name} | {r['corpus']} | {r['step']} ({r['best_step']}) | "
             f"{r['best_val_loss']:.4f} | {r['elapsed_s']:.0f} s | {r['wall_s']:.0f} s |"
+        )
+    return "\n".join(lines)
+
+
+def curves(tuned: dict, scratch: dict) -> str:
+    """Validation loss at each evaluation of the two runs on the small text."""
+    lines = ["| step | fine-tuned | from scratch |", "|---|---|---|"]
+    for step in sorted(set(tuned["curve"]) | set(scratch["curve"])):
+        pair = [run["curve"].get(step) for run in (tuned, scratch)]
+        lines.append(
+            f"| {step} | " + " | ".join(f"{v:.4f}" if v is not None else "-" for v in pair) + " |"
         )
     return "\n".join(lines)
 
@@ -106,6 +120,7 @@ def main():
         )
         scratch = charlm_train(root / "scratch", small, args.steps, *SMALL)
     print(table([("base", base), ("fine-tuned from base", tuned), ("from scratch", scratch)]))
+    print(curves(tuned, scratch))
     ratio = tuned["best_val_loss"] / scratch["best_val_loss"]
     print(f"fine-tuned / from scratch best validation loss: {ratio:.3f}")
 
