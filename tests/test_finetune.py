@@ -103,7 +103,7 @@ def test_the_bases_characters_keep_their_rows_bit_for_bit_at_step_0(
     "case, fragment",
     [
         ("missing", "does not exist"),
-        ("empty directory", "holds no trained model"),
+        ("empty directory", "holds no model.keras"),
         ("no vocabulary", "has no vocab.json"),
         ("corrupt model", "not a loadable charlm model"),
         ("other architecture", "model.units is 32 here but 16 in train.init_from"),

@@ -59,17 +59,10 @@ def load_init_source(config: Config, resuming: bool) -> InitSource | None:
 def locate_run(given: Path) -> tuple[Path, RunDir]:
     """The model file and the run directory `given` names, which must hold a run's
     config and vocabulary."""
-    if not given.exists():
-        raise RunError(
-            f"train.init_from {given} does not exist; give the directory of a trained run"
-        )
     try:
         model_path, run_path = locate(given)
-    except RunError:
-        raise RunError(
-            f"train.init_from {given} holds no trained model; give the directory of a "
-            f"trained run (or a checkpoint or .keras file in one)"
-        ) from None
+    except RunError as error:  # its reasons (missing, no model, ...) name the flag it serves
+        raise RunError(str(error).replace("--checkpoint", "train.init_from", 1)) from None
     run = RunDir(run_path)
     for needed in (run.config_path, run.vocab_path):
         if not needed.is_file():
