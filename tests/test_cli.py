@@ -358,12 +358,17 @@ def test_a_second_ctrl_c_exits_at_once(tmp_path, corpus_file, monkeypatch):
 
     exits = []
     monkeypatch.setattr(os, "_exit", lambda code: exits.append(code))
-    stop = StopRequest()
+    stop = StopRequest(exit_on_second_interrupt=True)  # as `charlm train` makes it
     stop.handle_signal(signal.SIGINT, None)
     assert stop.reason == "interrupted" and exits == []
     stop.handle_signal(signal.SIGINT, None)
     assert exits == [130]
     monkeypatch.undo()
+    # From Python (charlm.train) a second interrupt raises instead: the process lives on.
+    library_stop = StopRequest()
+    library_stop.handle_signal(signal.SIGINT, None)
+    with pytest.raises(KeyboardInterrupt):
+        library_stop.handle_signal(signal.SIGINT, None)
 
     run = tmp_path / "run"
     process = endless_training(corpus_file, run, save_delay=60)

@@ -27,7 +27,7 @@ class StopRequest:
     def handle_signal(self, signum, frame):
         if self.reason == "interrupted" and signum == signal.SIGINT:  # a second Ctrl-C
             if self.exit_on_second_interrupt:
-                leave_now()
+                return leave_now()
             # A library call never ends the process (a notebook's kernel would die with
             # it): the interrupt goes to the caller, and what was saved stays saved.
             raise KeyboardInterrupt
