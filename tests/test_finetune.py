@@ -38,8 +38,8 @@ def chars(run):
     return json.loads((run / "vocab.json").read_text(encoding="utf-8"))["chars"]
 
 
-def layer_weights(run):
-    model = keras.saving.load_model(run / "model.keras", compile=False)
+def layer_weights(model_file):
+    model = keras.saving.load_model(model_file, compile=False)
     return {name: model.get_layer(name).get_weights() for name in ("embedding", "logits")}
 
 
@@ -72,13 +72,17 @@ def test_fine_tuning_learns_the_new_characters_and_records_its_base(
     assert all(c in sample.stdout for c in NEW_CHARS), sample.stdout
 
 
+@pytest.mark.parametrize("start", ["run directory", "checkpoint directory"])
 def test_the_bases_characters_keep_their_rows_bit_for_bit_at_step_0(
-    tmp_path, trained_run, new_corpus
+    tmp_path, trained_run, new_corpus, start
 ):
     """With a learning rate of 0 the fine-tuned run's saved model is its step-0 model."""
+    source = trained_run
+    if start == "checkpoint directory":  # the older one: not the run's best model
+        source = sorted((trained_run / "checkpoints").iterdir())[0]
     run = tmp_path / "tuned"
     result = fine_tune(
-        trained_run,
+        source,
         new_corpus,
         run,
         "train.learning_rate=0",
@@ -86,7 +90,7 @@ def test_the_bases_characters_keep_their_rows_bit_for_bit_at_step_0(
         "train.eval_interval=2",
     )
     assert result.exit_code == 0, result.output
-    base, tuned = layer_weights(trained_run), layer_weights(run)
+    base, tuned = layer_weights(source / "model.keras"), layer_weights(run / "model.keras")
     known = len(chars(trained_run))
     old_ids = list(range(known)) + [known + len(NEW_CHARS)]  # characters in place, unknown last
     new_ids = list(range(known, known + len(NEW_CHARS)))
