@@ -132,11 +132,25 @@ class LanguageModel:
         stop: str | list[str] | None = None,
         argmax: bool = False,
     ) -> str | list[str]:
-        """Text as `charlm sample` prints it for the same arguments: the prime's readable
-        part (characters the model never saw are left out, with an
-        UnknownCharactersWarning), then `length` generated characters, ending before the
-        first `stop` string. None takes the run's default (`sample_defaults`); no seed
-        means a random one. Returns a str, or a list of `n` of them when n > 1."""
+        """Text as `charlm sample` prints it for the same arguments.
+
+        Args:
+            prime: text the model reads first; characters it never saw are left out, with
+                an UnknownCharactersWarning.
+            length, temperature, top_k, top_p: as the config's sample section; None takes
+                the run's default (`sample_defaults`). temperature 0 (or argmax) takes the
+                most likely character each time.
+            seed: the same seed, prime and settings give the same text; None, a random one.
+            n: independent samples, generated together.
+            stop: a string or a list; each sample ends before the first it generates.
+
+        Returns:
+            The prime's readable part followed by the generated text: a str, or a list of
+            `n` of them when n > 1.
+
+        Raises:
+            charlm.errors.ConfigError: a bad value, naming its setting (`sample.top_p`).
+        """
         settings = self.generator.settings(
             length=length,
             temperature=temperature,
@@ -150,34 +164,13 @@ class LanguageModel:
         texts = self.generator.generate(prime, settings)
         return texts[0] if n == 1 else texts
 
-    def stream(
-        self,
-        prime: str = "",
-        *,
-        length: int | None = None,
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        seed: int | None = None,
-        n: int = 1,
-        stop: str | list[str] | None = None,
-        argmax: bool = False,
-    ) -> Iterator[str] | Iterator[list[str]]:
-        """generate's text in pieces as it is made (memory flat for any length): str
-        pieces, or with n > 1 lists of one piece per sample. Joined, they are generate's."""
-        settings = self.generator.settings(
-            length=length,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            seed=seed,
-            n=n,
-            stop=stop,
-            argmax=argmax,
-        )
-        readable = self.generator.readable(prime)
-        for pieces in self.generator.pieces(readable, settings):
-            yield pieces[0] if n == 1 else pieces
+    def stream(self, prime: str = "", **options) -> Iterator[str] | Iterator[list[str]]:
+        """generate's text in pieces as it is made, in flat memory for any length; takes
+        generate's arguments. Yields str pieces, or with n > 1 lists of one piece per
+        sample. Joined, the pieces are generate's text."""
+        settings = self.generator.settings(**options)
+        for pieces in self.generator.pieces(self.generator.readable(prime), settings):
+            yield pieces[0] if settings.n == 1 else pieces
 
     def score(self, text: str, *, top: int = 5):
         """How likely the model finds each character of `text`, each predicted from the
