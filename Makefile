@@ -60,9 +60,12 @@ bench-startup: $(STAMP)
 	$(BIN)/python benchmarks/startup.py
 
 # Serving under load: chars/s with 1-64 streaming clients against the sampler's own
-# 64-stream rate, time to first character, memory over 10,000 requests (run it alone).
+# 64-stream rate, time to first character, memory over 10,000 requests; then a soak of
+# SOAK_MINUTES with good, bad, slow and disconnecting clients (run it alone; for a try:
+# make bench-serve SOAK_MINUTES=2).
+SOAK_MINUTES ?= 15
 bench-serve: $(STAMP)
-	$(BIN)/python benchmarks/serve.py
+	$(BIN)/python benchmarks/serve.py --soak-minutes $(SOAK_MINUTES)
 
 # Fine-tuning: a base GRU on tiny Shakespeare, then a 100 KB slice of builtin:pydoc (with
 # characters the base never saw) fine-tuned from it and trained from scratch, same config,

@@ -18,14 +18,20 @@ speed does not depend on the weights), in one run:
 5. 8 clients' load with one request of a 20,000-character prompt sent in the middle:
    the others' first characters and the longest pause in their streams;
 6. the server's resident memory after 500 requests, then after each quarter of 10,000
-   more.
+   more;
+7. with --soak-minutes M (`make bench-serve` gives 15): a soak of a fresh server with its
+   default limits, for M minutes, by clients of five kinds at once (see soak()): requests
+   served, errors by status, the good requests' latency, the server's memory at the start
+   and the end. --soak-only runs it alone.
 
     python benchmarks/serve.py [--seconds 15] [--requests 10000] [--json]
+                               [--soak-minutes 15] [--soak-only]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import http.client
 import json
 import random
@@ -70,7 +76,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(run: Path) -> tuple[subprocess.Popen, str]:
+def start_server(run: Path, *flags: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     process = subprocess.Popen(
         [
@@ -84,10 +90,7 @@ def start_server(run: Path) -> tuple[subprocess.Popen, str]:
             str(port),
             "--lanes",
             "64",
-            "--queue",
-            "1024",
-            "--max-tokens",
-            "100000",
+            *(flags or ("--queue", "1024", "--max-tokens", "100000")),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -230,6 +233,202 @@ def many_requests(url: str, count: int, clients: int = 32) -> None:
         thread.join()
 
 
+class Soak:
+    """Clients of five kinds against one server, each kind in its own threads, until a
+    deadline; what each saw.
+
+    good          complete 200-character completions back to back (half of them streamed)
+    bad           send a malformed or refused request (BAD_REQUESTS, in turn)
+    slow head     send a request head a byte a second (the server must cut them off)
+    slow body     send a head, then the body a byte a second (the server must answer 408)
+    disconnecting ask for 5,000 characters, then leave after 0.2-2 s
+    """
+
+    GOOD_LENGTH = 200
+
+    def __init__(self, url: str, seconds: float):
+        self.host, port = url.removeprefix("http://").split(":")
+        self.port = int(port)
+        self.deadline = time.perf_counter() + seconds
+        self.lock = threading.Lock()
+        self.latencies: list[float] = []
+        self.statuses = {kind: collections.Counter() for kind in ("good", "bad", "slow body")}
+        self.slow_head_held: list[float] = []  # seconds until the server closed
+        self.disconnected = 0
+
+    def record(self, kind: str, status) -> None:
+        with self.lock:
+            self.statuses[kind][status] += 1
+
+    def running(self) -> bool:
+        return time.perf_counter() < self.deadline
+
+    def connect(self, timeout: float = 120) -> socket.socket:
+        return socket.create_connection((self.host, self.port), timeout=timeout)
+
+    def good(self, index: int) -> None:
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=120)
+        count = 0
+        while self.running():
+            count += 1
+            stream = count % 2 == 0
+            body = {"prompt": PROMPT, "max_tokens": self.GOOD_LENGTH, "seed": index * 10**6 + count}
+            started = time.perf_counter()
+            try:
+                connection.request(
+                    "POST",
+                    "/v1/completions",
+                    json.dumps({**body, "stream": stream}),
+                    {"Content-Type": "application/json"},
+                )
+                response = connection.getresponse()
+                text = response.read()
+            except (OSError, http.client.HTTPException) as error:
+                self.record("good", type(error).__name__)
+                connection.close()
+                connection = http.client.HTTPConnection(self.host, self.port, timeout=120)
+                continue
+            complete = response.status == 200 and (
+                text.rstrip().endswith(b"data: [DONE]")
+                if stream
+                else len(json.loads(text)["choices"][0]["text"]) == self.GOOD_LENGTH
+            )
+            self.record("good", response.status if complete else f"{response.status} incomplete")
+            if complete:
+                with self.lock:
+                    self.latencies.append(time.perf_counter() - started)
+        connection.close()
+
+    def bad(self, index: int) -> None:
+        count = index
+        while self.running():
+            name, head, body = BAD_REQUESTS[count % len(BAD_REQUESTS)]
+            count += 1
+            try:
+                with self.connect(timeout=60) as connection:
+                    connection.sendall(head + body)
+                    status_line = connection.makefile("rb").readline()
+                self.record("bad", f"{name}: {int(status_line.split()[1])}")
+            except (OSError, IndexError, ValueError) as error:
+                self.record("bad", f"{name}: {type(error).__name__}")
+
+    def slow_head(self, index: int) -> None:
+        request = bad_head(2) + b"{}"
+        while self.running():
+            started = time.perf_counter()
+            with self.connect() as connection:
+                try:
+                    for byte in request:
+                        connection.send(bytes([byte]))
+                        time.sleep(1)
+                    held = None  # the whole request went through: not cut off
+                except OSError:
+                    held = time.perf_counter() - started
+            with self.lock:
+                self.slow_head_held.append(held)
+
+    def slow_body(self, index: int) -> None:
+        while self.running():
+            with self.connect() as connection:
+                connection.sendall(bad_head(40))
+                try:
+                    for byte in b'{"prompt": "a slow body of 40 bytes..."}':
+                        connection.send(bytes([byte]))
+                        time.sleep(1)
+                        connection.setblocking(False)
+                        try:
+                            answer = connection.recv(100)
+                        except BlockingIOError:
+                            answer = b""
+                        connection.setblocking(True)
+                        if answer:
+                            self.record("slow body", int(answer.split()[1]))
+                            break
+                except OSError as error:
+                    self.record("slow body", type(error).__name__)
+
+    def disconnecting(self, index: int) -> None:
+        leave = random.Random(index)
+        while self.running():
+            body = json.dumps(
+                {"prompt": PROMPT, "max_tokens": 5000, "stream": leave.random() < 0.5}
+            ).encode()
+            with self.connect() as connection:
+                connection.sendall(bad_head(len(body)) + body)
+                time.sleep(leave.uniform(0.2, 2))
+            with self.lock:
+                self.disconnected += 1
+
+
+def bad_head(length: int, content_type: str = "application/json") -> bytes:
+    return (
+        f"POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+def bad_request(body: bytes | str, content_type: str = "application/json", length=None):
+    body = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+    return bad_head(len(body) if length is None else length, content_type), body
+
+
+BAD_REQUESTS = [  # (name, head, body)
+    ("not JSON", *bad_request("{not json")),
+    ("nested 100,000 deep", *bad_request("[" * 100_000 + "]" * 100_000)),
+    ("top_k 2**31", *bad_request('{"prompt": "a", "top_k": 2147483648}')),
+    ("surrogate field", *bad_request('{"prompt": "a", "\\ud800": 1}')),
+    ("unknown field", *bad_request('{"prompt": "a", "temprature": 1}')),
+    ("max_tokens too large", *bad_request('{"max_tokens": 1000000000}')),
+    ("text/plain", *bad_request('{"prompt": "a"}', "text/plain")),
+    ("body over the cap", *bad_request(b"", length=10**9)),
+]
+
+
+def soak(run: Path, minutes: float) -> dict:
+    """A fresh server with its default limits (as `charlm serve` starts) under the five
+    kinds of clients of Soak for `minutes`; its memory at the start (after a first
+    minute of load, when its allocations have settled) and at the end."""
+    process, url = start_server(run, "--max-tokens", "5000")
+    clients = {"good": 8, "bad": 2, "slow_head": 4, "slow_body": 2, "disconnecting": 2}
+    soaker = Soak(url, minutes * 60)
+    threads = [
+        threading.Thread(target=getattr(soaker, kind), args=(i,), daemon=True)
+        for kind, count in clients.items()
+        for i in range(count)
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        rss = {}
+        for minute in range(int(minutes) + 1):
+            wait = soaker.deadline - minutes * 60 + 60 * minute - time.perf_counter()
+            time.sleep(max(0.0, wait))
+            rss[minute] = rss_mb(process.pid)
+        for thread in threads:
+            thread.join()
+        time.sleep(3)  # the last disconnected streams leave at their next chunk
+        health = httpx.get(f"{url}/health").json()
+    finally:
+        process.terminate()
+        process.wait()
+    latencies = sorted(soaker.latencies)
+    return {
+        "minutes": minutes,
+        "clients": clients,
+        "good": dict(soaker.statuses["good"]),
+        "good_latency_p50_s": statistics.median(latencies),
+        "good_latency_p99_s": latencies[int(0.99 * (len(latencies) - 1))],
+        "bad": dict(sorted(soaker.statuses["bad"].items())),
+        "slow_head_connections": len(soaker.slow_head_held),
+        "slow_head_not_cut": soaker.slow_head_held.count(None),
+        "slow_head_longest_held_s": max(h for h in soaker.slow_head_held if h is not None),
+        "slow_body": dict(soaker.statuses["slow body"]),
+        "disconnected": soaker.disconnected,
+        "rss_mb_by_minute": rss,
+        "health_after": health,
+    }
+
+
 SAMPLER_LENGTH = 1500  # characters per stream: about 5 s of the 2x512 LSTM at 64 streams
 
 
@@ -238,37 +437,80 @@ def main():
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--soak-minutes", type=float, default=0)
+    parser.add_argument("--soak-only", action="store_true")
     args = parser.parse_args()
-    from charlm.bench.sampling import sampling_chars_per_s
 
     results = {}
     with tempfile.TemporaryDirectory(prefix="charlm-bench-serve-") as root:
         run = reference_run(Path(root))
-        process, url = start_server(run)
-        try:
-            # The sampler's rate before and after the server's load tests (its server
-            # idle meanwhile): the ratios use their mean, as the machine's speed drifts.
-            sampler_rates = [sampling_chars_per_s(run, 64, SAMPLER_LENGTH)]
-            results["clients"] = {n: load_test(url, n, args.seconds, 400) for n in (1, 8, 32, 64)}
-            results["sampler_job"] = load_test(url, 64, args.seconds, 500, prompt=PROMPT[:1])
-            sampler_rates.append(sampling_chars_per_s(run, 64, SAMPLER_LENGTH))
-            results["sampler_64_streams_runs"] = sampler_rates
-            results["sampler_64_streams_chars_per_s"] = statistics.mean(sampler_rates)
-            results["first_char"] = {n: load_test(url, n, args.seconds, 50) for n in (1, 32)}
-            results["varied_lengths"] = load_test(url, 32, args.seconds, (200, 600))
-            results["long_prompt_beside"] = long_prompt_beside(url, args.seconds)
-            many_requests(url, 500)
-            results["rss_mb"] = {0: rss_mb(process.pid)}
-            for done in range(1, 5):
-                many_requests(url, args.requests // 4)
-                results["rss_mb"][done * (args.requests // 4)] = rss_mb(process.pid)
-        finally:
-            process.terminate()
-            process.wait()
+        if not args.soak_only:
+            results.update(load_tests(run, args))
+        if args.soak_minutes:
+            results["soak"] = soak(run, args.soak_minutes)
     print(json.dumps(results, indent=2) if args.json else report(results))
 
 
+def load_tests(run: Path, args) -> dict:
+    """Points 1-6 of the module's docstring."""
+    from charlm.bench.sampling import sampling_chars_per_s
+
+    results = {}
+    process, url = start_server(run)
+    try:
+        # The sampler's rate before and after the server's load tests (its server
+        # idle meanwhile): the ratios use their mean, as the machine's speed drifts.
+        sampler_rates = [sampling_chars_per_s(run, 64, SAMPLER_LENGTH)]
+        results["clients"] = {n: load_test(url, n, args.seconds, 400) for n in (1, 8, 32, 64)}
+        results["sampler_job"] = load_test(url, 64, args.seconds, 500, prompt=PROMPT[:1])
+        sampler_rates.append(sampling_chars_per_s(run, 64, SAMPLER_LENGTH))
+        results["sampler_64_streams_runs"] = sampler_rates
+        results["sampler_64_streams_chars_per_s"] = statistics.mean(sampler_rates)
+        results["first_char"] = {n: load_test(url, n, args.seconds, 50) for n in (1, 32)}
+        results["varied_lengths"] = load_test(url, 32, args.seconds, (200, 600))
+        results["long_prompt_beside"] = long_prompt_beside(url, args.seconds)
+        many_requests(url, 500)
+        results["rss_mb"] = {0: rss_mb(process.pid)}
+        for done in range(1, 5):
+            many_requests(url, args.requests // 4)
+            results["rss_mb"][done * (args.requests // 4)] = rss_mb(process.pid)
+    finally:
+        process.terminate()
+        process.wait()
+    return results
+
+
 def report(results: dict) -> str:
+    lines = load_report(results) if "clients" in results else []
+    if "soak" in results:
+        lines += soak_report(results["soak"])
+    return "\n".join(lines)
+
+
+def soak_report(soak: dict) -> list[str]:
+    good = soak["good"]
+    rss = list(soak["rss_mb_by_minute"].values())
+    base = 1 if len(rss) > 2 else 0  # after a minute of load, when allocations have settled
+    return [
+        "",
+        f"soak: {soak['minutes']:g} minutes, clients {soak['clients']}",
+        f"good requests served: {good.get(200, 0):,} (all outcomes: {good}); latency of a "
+        f"200-character completion p50 {soak['good_latency_p50_s']:.2f} s, "
+        f"p99 {soak['good_latency_p99_s']:.2f} s",
+        f"bad requests by answer: {soak['bad']}",
+        f"slow heads: {soak['slow_head_connections']} connections, "
+        f"{soak['slow_head_not_cut']} not cut off, the longest held "
+        f"{soak['slow_head_longest_held_s']:.1f} s",
+        f"slow bodies by answer: {soak['slow_body']}",
+        f"clients that left mid-completion: {soak['disconnected']:,}; lanes in use after: "
+        f"{soak['health_after']['active']}, waiting {soak['health_after']['waiting']}",
+        "server memory by minute: "
+        + ", ".join(f"{mb:.0f}" for mb in rss)
+        + f" MB ({rss[-1] / rss[base] - 1:+.1%} from minute {base} to the end)",
+    ]
+
+
+def load_report(results: dict) -> list[str]:
     sampler = results["sampler_64_streams_chars_per_s"]
     lines = [
         f"sampler alone, 64 streams: {sampler:,.0f} chars/s (mean of "
@@ -327,7 +569,7 @@ def report(results: dict) -> str:
         + ", ".join(f"{mb:.0f} MB" for mb in memory.values())
         + f" ({after / before - 1:+.1%})",
     ]
-    return "\n".join(lines)
+    return lines
 
 
 if __name__ == "__main__":

@@ -75,3 +75,29 @@ def test_the_page_streams_text_and_draws_the_loss_curve(browser, trained_run, tm
         browser.save_screenshot(str(os.environ.get(SCREENSHOT_ENV) or tmp_path / "page.png"))
     finally:
         server.stop()
+
+
+def test_with_an_api_key_the_page_asks_for_it_and_sends_it(browser, trained_run):
+    """The page of a server with --api-key says the key is needed; once it is typed in,
+    the run's facts load and Generate streams text (the key kept in session storage)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    server = Server(trained_run, "--lanes", 2, "--api-key", "sesame")
+    try:
+        browser.get(server.url + "/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda b: "API key" in b.find_element(By.ID, "error").text)
+        browser.find_element(By.ID, "api-key").send_keys("sesame", Keys.TAB)
+        wait.until(lambda b: b.find_element(By.ID, "curve").get_attribute("data-points") == "2")
+        assert browser.find_element(By.ID, "error").text == ""
+        assert browser.execute_script("return sessionStorage.getItem('charlm-api-key')") == "sesame"
+        browser.find_element(By.ID, "length").clear()
+        browser.find_element(By.ID, "length").send_keys("50")
+        browser.find_element(By.ID, "generate").click()
+        generated = browser.find_element(By.ID, "generated")
+        wait.until(lambda b: len(generated.get_attribute("textContent")) == 50)
+        assert browser.find_element(By.ID, "error").text == ""
+    finally:
+        server.stop()
