@@ -69,11 +69,11 @@ def test_missing_file(tmp_path):
         load_config(tmp_path / "nope.yaml")
 
 
-def test_the_readme_documents_every_key_as_declared():
+def test_the_config_reference_documents_every_key_as_declared():
     from pathlib import Path
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    assert config_keys_markdown() in readme, "run `python -m charlm.config.docs` to update it"
+    reference = (Path(__file__).parent.parent / "docs" / "config.md").read_text()
+    assert config_keys_markdown() in reference, "run `python -m charlm.config.docs` to update it"
 
 
 def test_run_dir_defaults_to_the_config_name(tmp_path):

@@ -1,6 +1,6 @@
-"""The README's table of config keys, made from the declarations in schema.py.
+"""The key reference table of docs/config.md, made from the declarations in schema.py.
 
-python -m charlm.config.docs    # rewrites the table in README.md
+python -m charlm.config.docs    # rewrites the table in docs/config.md
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from charlm.config.schema import SECTION_CLASSES
 
 
 def config_keys_markdown() -> str:
-    """The README's table of config keys, made from the declarations above."""
+    """The table of config keys (markdown), made from the declarations in schema.py."""
     rows = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
     for section, cls in SECTION_CLASSES.items():
         for f in fields(cls):
@@ -29,8 +29,8 @@ def config_keys_markdown() -> str:
     return "\n".join(rows)
 
 
-def update_readme(path: Path) -> None:
-    """Rewrite the README's table of config keys from the declarations above."""
+def update_reference(path: Path) -> None:
+    """Rewrite the table of config keys between the markers in `path` (docs/config.md)."""
     text = path.read_text(encoding="utf-8")
     start = text.index("-->", text.index("<!-- keys:")) + len("-->\n")
     end = text.index("\n<!-- /keys -->")
@@ -38,4 +38,4 @@ def update_readme(path: Path) -> None:
 
 
 if __name__ == "__main__":
-    update_readme(Path(__file__).resolve().parents[2] / "README.md")
+    update_reference(Path(__file__).resolve().parents[2] / "docs" / "config.md")
