@@ -102,6 +102,22 @@ def test_a_garbage_history_line_is_skipped_with_one_warning(run_copy):
     assert steps == [15, 30, 31]
 
 
+def test_the_server_reports_a_history_with_a_garbage_line(run_copy):
+    import httpx
+
+    from tests.test_serve import Server
+
+    with open(run_copy / "history.jsonl", "a", encoding="utf-8") as stream:
+        stream.write("garbage {\n")
+    server = Server(run_copy)
+    try:
+        response = httpx.get(f"{server.url}/v1/run", timeout=60)
+    finally:
+        server.stop()
+    assert response.status_code == 200, response.text
+    assert [h["step"] for h in response.json()["history"]] == [15, 30]
+
+
 def test_charlm_warnings_print_as_one_line():
     from charlm.cli.app import one_line_warning
 
