@@ -315,7 +315,10 @@ def test_when_the_grace_runs_out_clients_get_an_error_object(trained_run):
         with httpx.stream("POST", f"{ending.url}/v1/completions", json=body, timeout=60) as reply:
             replies["streamed"] = events(reply)
 
-    threads = [threading.Thread(target=plain), threading.Thread(target=streamed)]
+    def slow_body():  # its body still on the way when the grace runs out
+        replies["slow body"] = raw_request(ending, head("100") + b'{"prompt": "the')
+
+    threads = [threading.Thread(target=f) for f in (plain, streamed, slow_body)]
     for thread in threads:
         thread.start()
     while lanes_in_use(ending) < 2:
@@ -329,4 +332,5 @@ def test_when_the_grace_runs_out_clients_get_an_error_object(trained_run):
     assert error["code"] == "server_shutting_down"
     assert replies["streamed"][-1] == "[DONE]"
     assert replies["streamed"][-2]["error"]["code"] == "server_shutting_down"
+    assert status_and_error(replies["slow body"]) == (503, error)
     assert "Traceback" not in log and "CancelledError" not in log, log

@@ -32,7 +32,7 @@ from starlette.staticfiles import StaticFiles
 
 from charlm.sampling_rules import UnknownCharactersWarning
 from charlm.serve.engine import Busy, Engine
-from charlm.serve.http import ErrorResponse, read_json, unauthorised
+from charlm.serve.http import ErrorResponse, read_json, shutting_down, unauthorised
 from charlm.serve.inspect import Inspector
 from charlm.serve.requests import Completion, Limits, RequestError, parse_completion
 from charlm.serve.streams import request_streams
@@ -289,15 +289,6 @@ def generation_failed() -> RequestError:
         "the server failed while generating this completion (its log says why); try again",
         status=500,
         kind="server_error",
-    )
-
-
-def shutting_down() -> RequestError:
-    return RequestError(
-        "the server is shutting down and its grace for this completion ran out; try again",
-        status=503,
-        kind="server_error",
-        code="server_shutting_down",
     )
 
 

@@ -3,7 +3,7 @@ many connections uvicorn keeps.
 
     a connection beyond --max-connections      503 error object, then closed
     no complete request head in --header-timeout    the connection is closed
-    a POST body not sent in --body-timeout     408 error object
+    a POST body not sent in --body-timeout     408 error object (503 if the server stops)
     a POST body over --max-body-bytes          413 error object; the rest is not read
     a POST body not declared application/json  415 error object
     a body that is not JSON (or nested past the parser's depth)   400 error object
@@ -59,7 +59,7 @@ def unauthorised(api_key: str | None, request: Request) -> RequestError | None:
 async def read_json(request: Request, limits: Limits, stopping: asyncio.Event):
     """The decoded JSON body of a POST, or a RequestError: 415 unless it is declared JSON,
     413 once it passes the body cap (at once from its Content-Length, or while it is
-    read), 408 if it takes longer than the body timeout or the server stops meanwhile."""
+    read), 408 if it takes longer than the body timeout, 503 if the server stops first."""
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media_type != "application/json":
         raise RequestError(
@@ -97,10 +97,10 @@ async def within_time(reading, seconds: float, stopping: asyncio.Event):
         stopper.cancel()
     if reader not in done:
         reader.cancel()
+        if stopping.is_set():
+            raise shutting_down()
         raise RequestError(
-            f"the request body did not arrive within {seconds:g} seconds"
-            if not stopping.is_set()
-            else "the server is shutting down",
+            f"the request body did not arrive within {seconds:g} seconds",
             status=408,
             code="request_timeout",
         )
@@ -108,6 +108,15 @@ async def within_time(reading, seconds: float, stopping: asyncio.Event):
         return reader.result()
     except ClientDisconnect:
         raise RequestError("the client went away", status=400) from None
+
+
+def shutting_down() -> RequestError:
+    return RequestError(
+        "the server is shutting down and its grace for this request ran out; try again",
+        status=503,
+        kind="server_error",
+        code="server_shutting_down",
+    )
 
 
 def too_large(limits: Limits) -> RequestError:
