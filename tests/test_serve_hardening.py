@@ -334,3 +334,20 @@ def test_when_the_grace_runs_out_clients_get_an_error_object(trained_run):
     assert replies["streamed"][-2]["error"]["code"] == "server_shutting_down"
     assert status_and_error(replies["slow body"]) == (503, error)
     assert "Traceback" not in log and "CancelledError" not in log, log
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--max-body-bytes", 0),
+        ("--header-timeout", 0),
+        ("--body-timeout", "nan"),
+        ("--max-connections", 0),
+    ],
+)
+def test_a_limit_out_of_range_is_refused_in_one_line(trained_run, flag, value):
+    from tests.test_cli import invoke
+
+    result = invoke("serve", "-c", trained_run, flag, value)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert f"{flag} must be at least" in result.stderr
