@@ -169,6 +169,13 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint(run_copy):
     assert RunDir(run_copy).latest_checkpoint().name == "step-00000031"
 
 
+def test_sampling_reads_the_newest_readable_state(run_copy):
+    (checkpoint(run_copy, 30) / "state.json").write_text("{ damaged")
+    result = invoke("info", "--checkpoint", run_copy / "model.keras")
+    assert result.exit_code == 0, result.output
+    assert "steps: 15;" in result.stdout
+
+
 def test_resume_from_a_named_checkpoint(run_copy):
     older = checkpoint(run_copy, 15)
     result = invoke("train", "--resume", older, "--set", "train.steps=31")

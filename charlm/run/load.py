@@ -14,7 +14,7 @@ from charlm.data.vocabulary import Vocabulary
 from charlm.errors import RunError
 from charlm.files import archive_problem, file_problem
 from charlm.model.build import is_stateful, set_implementation, stateless_copy
-from charlm.run.rundir import RunDir, TrainState, locate, read_state
+from charlm.run.rundir import RunDir, TrainState, locate
 
 
 @dataclass
@@ -34,8 +34,7 @@ def load_checkpoint(path: str | Path, compile: bool = False) -> Checkpoint:
         raise RunError(
             f"--checkpoint {path}: no vocab.json in {run_dir}; point at a charlm run directory"
         )
-    latest = run.latest_checkpoint()
-    state = read_state(latest) if latest else None
+    latest, state = run.latest_state()
     vocab = run.load_vocab(latest)  # the run's one vocabulary: any checkpoint's digest
     config = load_config(run.config_path) if run.config_path.exists() else Config()
     model = load_model(model_path, compile=compile, implementation=config.model.implementation)

@@ -164,6 +164,16 @@ class RunDir:
             damaged.append((checkpoint, problem))
         return None, damaged
 
+    def latest_state(self) -> tuple[Path | None, TrainState | None]:
+        """The newest checkpoint whose state reads, and that state: a run's facts (steps,
+        best loss, the vocabulary's digest) for sampling, when a newer one is damaged."""
+        for checkpoint in reversed(self.checkpoints()):
+            try:
+                return checkpoint, read_state(checkpoint)
+            except RunError:
+                continue
+        return None, None
+
     def set_aside(self, checkpoint: Path) -> Path:
         """Rename a damaged checkpoint out of the way (kept for inspection): a resume from an
         earlier one would otherwise find its step taken and never save it again."""
