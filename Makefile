@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench bench-data bench-quality bench-startup bench-serve bench-finetune install clean
+.PHONY: demo test test-fast lint format bench bench-data bench-quality bench-startup bench-serve bench-finetune install clean
 
 # The main job: train a small model on the built-in corpus (a minute or two), then sample.
 demo: $(STAMP)
@@ -12,8 +12,13 @@ demo: $(STAMP)
 	$(BIN)/charlm train configs/tiny.yaml --set train.run_dir=runs/demo
 	$(BIN)/charlm sample --checkpoint runs/demo --length 400 --seed 1
 
+# Everything (what CI runs). `make test-fast` leaves out the tests marked slow
+# (subprocesses, servers, browser, kill -9, notebook, benchmarks): the edit-test loop.
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests -m "not slow" -q
 
 # Lint and formatting check (ruff, configured in pyproject.toml); `make format` fixes.
 lint: $(STAMP)
@@ -32,8 +37,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# Build artefacts and the virtual environment only: never runs/ (trained models) or data/.
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	find charlm tests benchmarks -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # Training and sampling throughput at the reference size (run it alone; PyTorch is timed
 # too when installed: .venv/bin/pip install torch==2.13.0).

@@ -2,37 +2,49 @@
 
 from __future__ import annotations
 
-import random
+import sys
 from pathlib import Path
 
 import pytest
 
-from charlm.config import load_config
+# Re-exported for modules not yet moved to tests.helpers; new code imports from there.
+from tests.helpers import TINY_SETTINGS, WORDS, generated_text, tiny_config  # noqa: F401
 
-WORDS = (
-    "the cat sat on a mat and then it ran to see what was in the box; "
-    "a dog came by, and they both looked at the sky. "
-).split()
-TINY_SETTINGS = [
-    "model.cell=gru",
-    "model.layers=1",
-    "model.units=16",
-    "model.embedding_dim=8",
-    "train.batch_size=4",
-    "train.seq_length=16",
-    "train.steps=12",
-    "train.eval_interval=6",
-    "train.learning_rate=0.01",
-    "data.val_max_chars=2000",
-]
+# Modules whose every test is slow (a subprocess, a real server, a browser, kill -9, a
+# notebook kernel, a benchmark or many trainings): `make test-fast` (-m "not slow") skips
+# them. Mixed modules mark their slow tests with @pytest.mark.slow instead.
+SLOW_MODULES = {
+    "test_compare",
+    "test_distribute",
+    "test_engine",
+    "test_hostile",
+    "test_inspect_page",
+    "test_inspect_serve",
+    "test_keras_compat",
+    "test_matrix",
+    "test_notebook",
+    "test_playground",
+    "test_serve",
+    "test_serve_fuzz",
+    "test_serve_hardening",
+    "test_startup",
+}
+# Modules that train in process over two logical CPU devices (MirroredStrategy).
+TWO_DEVICE_MODULES = {"test_matrix"}
 
 
-def pytest_configure(config):
-    """Two logical CPU devices for the whole session, so MirroredStrategy can be tried in
-    process (they must exist before TensorFlow starts; nothing else uses the second)."""
-    from charlm.training.distribute import split_cpu
+def pytest_collection_modifyitems(config, items):
+    """Mark the slow modules' tests; split the CPU only when a test that needs two devices
+    will run, so that a run of tests that need no TensorFlow never starts it."""
+    for item in items:
+        if item.module.__name__.rpartition(".")[2] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+    if any(item.module.__name__.rpartition(".")[2] in TWO_DEVICE_MODULES for item in items):
+        from charlm.training.distribute import split_cpu
 
-    split_cpu(2)
+        # Two logical CPU devices, which must exist before TensorFlow starts its runtime:
+        # collection only imports it, and no test has run yet.
+        split_cpu(2)
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -49,9 +61,9 @@ def pytest_terminal_summary(terminalreporter):
 def float32_policy():
     """A test that trains in mixed precision leaves Keras's global policy float32 again."""
     yield
-    import keras
-
-    keras.mixed_precision.set_global_policy("float32")
+    keras = sys.modules.get("keras")  # a test that never imported Keras changed nothing
+    if keras is not None:
+        keras.mixed_precision.set_global_policy("float32")
 
 
 @pytest.fixture(autouse=True)
@@ -60,29 +72,11 @@ def private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CHARLM_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
 
 
-def generated_text(chars: int, seed: int = 0, extra: str = "") -> str:
-    """Deterministic pseudo-English with line breaks (and `extra` characters sprinkled in)."""
-    rng = random.Random(seed)
-    words = list(WORDS) + list(extra)
-    out, size = [], 0
-    while size < chars:
-        line = " ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) + "\n"
-        out.append(line)
-        size += len(line)
-    return "".join(out)[:chars]
-
-
 @pytest.fixture
 def corpus_file(tmp_path) -> Path:
     path = tmp_path / "corpus.txt"
     path.write_text(generated_text(20_000, extra="éλ"), encoding="utf-8")
     return path
-
-
-def tiny_config(corpus: Path, run_dir: Path, *more: str):
-    return load_config(
-        None, TINY_SETTINGS + [f"data.corpus={corpus}", f"train.run_dir={run_dir}", *more]
-    )
 
 
 @pytest.fixture(scope="session")

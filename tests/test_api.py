@@ -15,8 +15,7 @@ import pytest
 import charlm
 from charlm.errors import CharlmError, ConfigError
 from charlm.sampling_rules import UnknownCharactersWarning
-from tests.conftest import TINY_SETTINGS, generated_text
-from tests.test_cli import invoke, one_clean_error
+from tests.helpers import TINY_SETTINGS, generated_text, invoke, one_clean_error
 
 
 def tiny_overrides(corpus, run_dir, **more) -> dict:
@@ -250,6 +249,7 @@ print("alive, step", model.info["steps"], "text", len(model.generate(length=5, s
 """
 
 
+@pytest.mark.slow
 def test_an_interrupt_saves_raises_and_leaves_the_interpreter_alive(tmp_path, corpus_file):
     import json
 
@@ -270,6 +270,7 @@ def test_an_interrupt_saves_raises_and_leaves_the_interpreter_alive(tmp_path, co
     assert "alive, step 4 text 5" in done.stdout
 
 
+@pytest.mark.slow
 def test_import_charlm_does_not_import_tensorflow():
     code = "import sys, charlm; charlm.load; print('tensorflow' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

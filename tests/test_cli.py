@@ -11,30 +11,9 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from charlm.cli import app
 from charlm.data import fetch
-from tests.conftest import TINY_SETTINGS, generated_text
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def sets(*settings):
-    return [part for s in settings for part in ("--set", s)]
-
-
-def one_clean_error(result, fragment):
-    """A user error: exit 2, one line on stderr naming the problem, no traceback."""
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("charlm: error:"), result.stderr
-    assert fragment in lines[0], lines[0]
-    assert "Traceback" not in result.output
+from tests.helpers import TINY_SETTINGS, generated_text, invoke, one_clean_error, sets
 
 
 @pytest.mark.parametrize("cell", ["simple_rnn", "lstm", "gru"])
@@ -262,6 +241,7 @@ def wait_for(predicate, timeout=120):
 
 
 @pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+@pytest.mark.slow
 def test_signal_saves_and_prints_the_resume_command(tmp_path, corpus_file, signum):
     import signal
 
@@ -285,6 +265,7 @@ def test_signal_saves_and_prints_the_resume_command(tmp_path, corpus_file, signu
     assert RunDir(run).latest_checkpoint() is not None
 
 
+@pytest.mark.slow
 def test_kill_9_while_saving_leaves_a_loadable_checkpoint(tmp_path, corpus_file):
     """kill -9 while a checkpoint or model.keras is half written (its temporary file is
     there): the latest checkpoint and model.keras still load, and the run resumes,
@@ -318,6 +299,7 @@ def test_kill_9_while_saving_leaves_a_loadable_checkpoint(tmp_path, corpus_file)
     assert RunDir(run).latest_checkpoint().name == f"step-{step + 2:08d}"
 
 
+@pytest.mark.slow
 def test_second_writer_is_refused_while_the_first_runs(tmp_path, corpus_file):
     run = tmp_path / "run"
     process = endless_training(corpus_file, run)
@@ -330,6 +312,7 @@ def test_second_writer_is_refused_while_the_first_runs(tmp_path, corpus_file):
         process.wait()
 
 
+@pytest.mark.slow
 def test_a_user_error_from_the_real_command_has_no_traceback(tmp_path):
     completed = subprocess.run(
         [sys.executable, "-m", "charlm.cli", "sample", "--checkpoint", str(tmp_path / "nothing")],
@@ -343,6 +326,7 @@ def test_a_user_error_from_the_real_command_has_no_traceback(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_exits_at_once(tmp_path, corpus_file, monkeypatch):
     """The first SIGINT asks for a stop at the next step; a second one, sent while that
     stop is still saving, leaves at once, even from code that catches every exception

@@ -9,8 +9,7 @@ import re
 import pytest
 import yaml
 
-from tests.conftest import TINY_SETTINGS, generated_text
-from tests.test_cli import invoke, one_clean_error, sets
+from tests.helpers import TINY_SETTINGS, generated_text, invoke, one_clean_error, sets
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHARTS = ("val_loss_by_step.png", "val_loss_by_time.png", "grad_norm_by_step.png")

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from charlm.training.distribute import is_chief
-from tests.conftest import TINY_SETTINGS
+from tests.helpers import TINY_SETTINGS
 
 # Losses agree to float32 round-off: the gradients are the same sums in another order.
 TOLERANCE = 1e-4

@@ -10,8 +10,7 @@ import pytest
 import yaml
 
 from charlm.data.vocabulary import Vocabulary
-from tests.conftest import TINY_SETTINGS, generated_text
-from tests.test_cli import invoke, one_clean_error, sets
+from tests.helpers import TINY_SETTINGS, generated_text, invoke, one_clean_error, sets
 
 NEW_CHARS = ["α", "ж"]  # not in the base's corpus
 

@@ -14,7 +14,7 @@ from charlm.model import fused
 from charlm.model.build import build_model, recurrent_layers, set_implementation
 from charlm.training.loop import train
 from charlm.training.reporter import SilentReporter
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 LAYERS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "simple_rnn": keras.layers.SimpleRNN}
 STATES = {"lstm": 2, "gru": 1, "simple_rnn": 1}

@@ -18,7 +18,7 @@ from charlm.cli import app
 from charlm.config import load_config
 from charlm.config.schema import SECTION_CLASSES
 from charlm.run.rundir import HistoryWarning, RunDir
-from tests.test_cli import one_clean_error
+from tests.helpers import one_clean_error
 
 runner = CliRunner()
 
@@ -102,6 +102,7 @@ def test_a_garbage_history_line_is_skipped_with_one_warning(run_copy):
     assert steps == [15, 30, 31]
 
 
+@pytest.mark.slow
 def test_the_server_reports_a_history_with_a_garbage_line(run_copy):
     import httpx
 

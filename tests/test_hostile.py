@@ -12,8 +12,7 @@ import tracemalloc
 
 import pytest
 
-from tests.conftest import generated_text
-from tests.test_cli import invoke, one_clean_error
+from tests.helpers import generated_text, invoke, one_clean_error
 
 CHARLM = [sys.executable, "-m", "charlm.cli"]
 
@@ -173,7 +172,7 @@ def test_eval_memory_does_not_grow_with_the_file(tmp_path, corpus_file):
     """A file 8 times larger is scored in the same memory: the text is encoded and read
     in pieces, and windows are numbered lazily."""
     from charlm.training.loop import train
-    from tests.conftest import tiny_config
+    from tests.helpers import tiny_config
 
     run = tmp_path / "run"
     train(tiny_config(corpus_file, run, "train.steps=2", "train.eval_seq_length=1000"))

@@ -11,7 +11,7 @@ from keras.src.backend.tensorflow import trainer
 
 from charlm.errors import ConfigError
 from charlm.training import keras_compat
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 def test_the_installed_keras_is_the_one_the_fixes_were_made_for():

@@ -15,8 +15,7 @@ import pytest
 
 from charlm.errors import CharlmError
 from charlm.training.loop import train
-from tests.conftest import tiny_config
-from tests.test_cli import invoke
+from tests.helpers import invoke, tiny_config
 from tests.test_train import InterruptAt
 
 FACTORS = {

@@ -114,3 +114,12 @@ def test_a_wrong_option_is_caught():
         check(["smaple"], root)
     with pytest.raises(AssertionError, match="no command 'fetchh'"):
         check(["data", "fetchh"], root)
+
+
+def test_make_clean_keeps_runs_and_data():
+    """`make clean` removes build artefacts and .venv only: trained runs and corpora stay."""
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    recipe = makefile.split("\nclean:", 1)[1].split("\n\n", 1)[0]
+    words = set(re.findall(r"[\w./*-]+", recipe))
+    assert "$(VENV)" in recipe
+    assert not words & {"runs", "runs/", "data", "data/", "*"}, recipe

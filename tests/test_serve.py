@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from tests.test_cli import invoke
+from tests.helpers import invoke
 
 PROMPT = "the cat sat"
 OPTIONS = {"max_tokens": 300, "temperature": 0.9, "top_k": 6, "seed": 11}

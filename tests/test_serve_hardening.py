@@ -346,7 +346,7 @@ def test_when_the_grace_runs_out_clients_get_an_error_object(trained_run):
     ],
 )
 def test_a_limit_out_of_range_is_refused_in_one_line(trained_run, flag, value):
-    from tests.test_cli import invoke
+    from tests.helpers import invoke
 
     result = invoke("serve", "-c", trained_run, flag, value)
     assert result.exit_code == 2 and result.stderr.count("\n") == 1

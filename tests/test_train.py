@@ -13,7 +13,7 @@ from charlm.run.rundir import RunDir
 from charlm.training.loop import train
 from charlm.training.optimizer import time_annealed_rate
 from charlm.training.reporter import SilentReporter
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 class InterruptAt(SilentReporter):
