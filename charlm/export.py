@@ -35,7 +35,7 @@ SIGNATURE = [
 
 def export_saved_model(checkpoint: Path, out: Path) -> None:
     if out.exists() and any(out.iterdir()):
-        raise RunError(f"--out {out} is not empty; give a new directory")
+        raise RunError(f"export directory {out} is not empty; give a new directory")
     loaded = load_checkpoint(checkpoint)
     generator = TextGenerator(loaded.model, loaded.vocab, loaded.config.sample)
     archive = keras.export.ExportArchive()

@@ -31,9 +31,7 @@ def load_checkpoint(path: str | Path, compile: bool = False) -> Checkpoint:
     model_path, run_dir = locate(Path(path))
     run = RunDir(run_dir)
     if not run.vocab_path.exists():
-        raise RunError(
-            f"--checkpoint {path}: no vocab.json in {run_dir}; point at a charlm run directory"
-        )
+        raise RunError(f"run {path}: no vocab.json in {run_dir}; point at a charlm run directory")
     latest, state = run.latest_state()
     vocab = run.load_vocab(latest)  # the run's one vocabulary: any checkpoint's digest
     config = load_config(run.config_path) if run.config_path.exists() else Config()

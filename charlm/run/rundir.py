@@ -355,15 +355,15 @@ def checkpoint_model(checkpoint: Path) -> Path:
     return checkpoint / MODEL_FILE
 
 
-def locate(path: Path) -> tuple[Path, Path]:
-    """(the .keras file, the run directory) that a `--checkpoint` path names: a run
-    directory, one of its checkpoint directories, or a .keras file inside the run."""
+def locate(path: Path, label: str = "run") -> tuple[Path, Path]:
+    """(the .keras file, the run directory) that `path` names: a run directory, one of
+    its checkpoint directories, or a .keras file inside the run. Errors name the path as
+    `label` (the setting it was given as)."""
     if not path.is_dir():
         problem = file_problem(path)
         if problem:
             raise RunError(
-                f"--checkpoint {path} {problem}; give a run directory "
-                f"(train.run_dir of a finished run)"
+                f"{label} {path} {problem}; give a run directory (train.run_dir of a finished run)"
             )
         in_checkpoint = path.parent.parent.name == CHECKPOINTS_DIR
         return path, path.parent.parent.parent if in_checkpoint else path.parent
@@ -374,7 +374,7 @@ def locate(path: Path) -> tuple[Path, Path]:
     latest = RunDir(path).latest_checkpoint()
     if latest:
         return latest / MODEL_FILE, path
-    raise RunError(f"--checkpoint {path} holds no {MODEL_FILE}; is it a charlm run directory?")
+    raise RunError(f"{label} {path} holds no {MODEL_FILE}; is it a charlm run directory?")
 
 
 def save_failure(error: OSError, kept: Path | None) -> str:

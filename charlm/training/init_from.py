@@ -59,10 +59,7 @@ def load_init_source(config: Config, resuming: bool) -> InitSource | None:
 def locate_run(given: Path) -> tuple[Path, RunDir]:
     """The model file and the run directory `given` names, which must hold a run's
     config and vocabulary."""
-    try:
-        model_path, run_path = locate(given)
-    except RunError as error:  # its reasons (missing, no model, ...) name the flag it serves
-        raise RunError(str(error).replace("--checkpoint", "train.init_from", 1)) from None
+    model_path, run_path = locate(given, "train.init_from")
     run = RunDir(run_path)
     for needed in (run.config_path, run.vocab_path):
         if not needed.is_file():

@@ -41,8 +41,8 @@ def check_run_dir(
     if not resuming:
         if run_dir.has_checkpoints() or run_dir.best_model_path.exists():
             raise RunError(
-                f"run directory {run_dir.path} already holds a run; resume it with "
-                f"--resume {run_dir.path} or set train.run_dir to a new directory"
+                f"run directory {run_dir.path} already holds a run; resume it "
+                f"(charlm train --resume {run_dir.path}) or set train.run_dir to a new directory"
             )
         return None
     checkpoint = resume_checkpoint(run_dir, say)
@@ -60,14 +60,14 @@ def resume_checkpoint(run_dir: RunDir, say: Callable[[str], None]) -> Path:
         why = dict(damaged).get(named)
         state = f"is damaged ({why})" if why else "is not the run's newest checkpoint"
         raise RunError(
-            f"--resume {named}: this checkpoint {state}; a run resumes from its newest "
-            f"intact checkpoint: --resume {run_dir.path} (or start a new run from these "
+            f"resume {named}: this checkpoint {state}; a run resumes from its newest "
+            f"intact checkpoint: resume {run_dir.path} (or start a new run from these "
             f"weights with train.init_from: {named})"
         )
     if checkpoint is None or not run_dir.vocab_path.exists():
         found = "; ".join(f"{c.name}: {why}" for c, why in damaged)
         raise RunError(
-            f"--resume {run_dir.path}: no checkpoint there to resume from"
+            f"resume {run_dir.path}: no checkpoint there to resume from"
             + (f" (all are damaged: {found})" if found else "")
         )
     if damaged:
@@ -94,7 +94,7 @@ def check_resumable(config: Config, saved: Config) -> None:
     if changed:
         k = changed[0]
         raise ConfigError(
-            f"--resume: {k} is {shown(new[k])} here but {shown(old.get(k))} in the run; "
+            f"resume: {k} is {shown(new[k])} here but {shown(old.get(k))} in the run; "
             f"a resumed run keeps its model, data and optimizer settings "
             f"(only {', '.join(sorted(RESUMABLE_CHANGES))} may change)"
         )
