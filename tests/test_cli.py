@@ -321,7 +321,7 @@ def test_a_user_error_from_the_real_command_has_no_traceback(tmp_path):
     )
     assert completed.returncode == 2
     assert completed.stderr.strip().splitlines() == [
-        f"charlm: error: --checkpoint {tmp_path / 'nothing'} does not exist; give a run "
+        f"charlm: error: run {tmp_path / 'nothing'} does not exist; give a run "
         f"directory (train.run_dir of a finished run)"
     ]
 

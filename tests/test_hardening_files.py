@@ -180,7 +180,7 @@ def test_sampling_reads_the_newest_readable_state(run_copy):
 def test_resume_from_a_named_checkpoint(run_copy):
     older = checkpoint(run_copy, 15)
     result = invoke("train", "--resume", older, "--set", "train.steps=31")
-    one_clean_error(result, f"--resume {run_copy}")  # what it advises is accepted:
+    one_clean_error(result, f"resume {run_copy}")  # what it advises is accepted:
     assert "earlier checkpoint" not in result.stderr
     result = invoke("train", "--resume", checkpoint(run_copy, 30), "--set", "train.steps=31")
     assert result.exit_code == 0, result.output
