@@ -11,13 +11,13 @@ import tensorflow as tf
 # A single row is multiplied by a matrix with another kernel (a vector product) than
 # several rows, by TensorFlow and by XLA alike, and its sums round differently; from two
 # rows on, each row's result is the same whatever the batch (up to BLOCK_ROWS for XLA).
-# The vector kernel is about half again as fast (docs/results.md), so a lone stream of
+# The vector kernel is faster (docs/decisions.md, one-row-kernel), so a lone stream of
 # `charlm sample` runs as one row. A server runs every batch as at least INVARIANT_ROWS
 # rows (Sampler.batch_invariant), so that a request's text never depends on whether it
 # was alone: it is then the text `charlm sample --num-samples n` gives for any n >= 2.
 INVARIANT_ROWS = 2
 # The generation loop is compiled by XLA, whose matrix products are faster than the
-# default kernels for few rows (see docs/results.md). XLA gives a row the same result
+# default kernels for few rows (docs/decisions.md, xla-sampling). XLA gives a row the same result
 # for 2 to 32 rows but not for more, so larger batches are stepped in blocks of
 # BLOCK_ROWS rows, each its own products. XLA compiles a loop per shape, so batches are
 # padded to a few row counts (see row_bucket).

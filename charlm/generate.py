@@ -125,8 +125,8 @@ class Sampler:
         """Read the first `steps` columns of `tokens` (streams, READ_CHARS), a character
         per step; where `mask` is False, a step leaves the stream's logits and states as
         they were. The step is generation's, so a prompt is read with the very products
-        (and roundings) its text is then generated with, and as fast: for a few streams,
-        about twice as fast as the layers' sequence loop on oneDNN (docs/results.md)."""
+        (and roundings) its text is then generated with, and faster for a few streams than
+        the layers' sequence loop on oneDNN (docs/decisions.md, xla-sampling)."""
         t = tf.constant(0)
         while t < steps:
             keep = mask[:, t, tf.newaxis]
@@ -194,7 +194,7 @@ class Sampler:
         )
         ids, logits, states = self.generate_in_blocks(logits, states, steps, controls, mode)
         lanes.positions += steps
-        if padded > rows:  # drop the padding rows (only then: each slice costs ~0.1 ms)
+        if padded > rows:  # drop the padding rows (only then: each slice is a copy)
             logits = logits[:rows]
             states = [[state[:rows] for state in layer] for layer in states]
         return ids.numpy()[:rows, :steps], logits, states
@@ -202,8 +202,7 @@ class Sampler:
     def generate_in_blocks(self, logits, states, steps: int, controls, mode: str):
         """generate_chunk on up to BLOCK_ROWS rows; on more, on each block of BLOCK_ROWS
         rows at once, each in a thread: XLA runs a program's steps one after the other,
-        and two keep the cores busy in each other's gaps (64 streams of the reference
-        LSTM: about a tenth faster on 2 cores, docs/results.md)."""
+        and two keep the cores busy in each other's gaps (docs/decisions.md, blocks-of-32)."""
 
         def run(block):
             logits, states, controls = block

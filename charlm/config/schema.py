@@ -258,7 +258,7 @@ class TrainConfig(Section):
         """Validation windows per batch: whole training batches of rows, as many as hold
         twice a training batch's characters (at least one). An evaluation keeps no
         activations for gradients, so this fits in the memory a training step takes, and
-        its products over more rows are faster (docs/results.md)."""
+        its products over more rows are faster (docs/decisions.md, eval-batch)."""
         return self.batch_size * max(1, 2 * self.seq_length // self.eval_length)
 
 

@@ -19,8 +19,8 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 def without_autotune_thread(dataset: tf.data.Dataset) -> tf.data.Dataset:
     """tf.data's autotuning runs a model thread per iterator, and deleting the iterator
-    waits for that thread: 2.5-3 s per `fit` or `evaluate` call at the reference size
-    on a 2-core machine (docs/results.md), paid at every evaluation. These pipelines
+    waits for that thread, a wait paid at every `fit` or `evaluate` call, so at every
+    evaluation (docs/decisions.md, no-autotune). These pipelines
     only read windows from a file, so AUTOTUNE's static meaning (a call per core, a
     prefetch buffer that grows as needed) is all they need."""
     options = tf.data.Options()

@@ -40,7 +40,7 @@ def run_fused(math, sequences, initial_states, kernel, recurrent_kernel, bias, t
     (batch, time, units) and the final states, differentiable by a custom gradient.
     The loops are XLA programs (see compiled_loops). Training, the forward loop keeps
     what the backward pass needs, every step's gates and states; otherwise it keeps the
-    outputs alone (an evaluation batch of the reference LSTM: about 235 against 255 ms),
+    outputs alone (less memory and time; docs/decisions.md, eval-keeps-outputs),
     and a gradient asked for anyway first runs the training loop, to the same numbers."""
     state_count = len(initial_states)
 
@@ -161,9 +161,8 @@ def compiled_inference_loop(math):
 def compiled_loops(math):
     """The forward and backward loops of `math`'s cell as XLA programs, for training and
     evaluation alike. Their matrix products (a batch of rows by the recurrent kernel, at
-    every step) are where the time goes, and XLA's are faster than oneDNN's at these
-    shapes on AVX2 and as fast on AVX-512: an evaluation of the reference LSTM takes
-    about a third less time on AVX2 and the same on AVX-512 (see docs/results.md)."""
+    every step) are where the time goes, and XLA's are at least as fast as oneDNN's at
+    these shapes (docs/decisions.md, xla-loops)."""
     return (
         tf.function(functools.partial(forward_loop, math), jit_compile=True),
         tf.function(functools.partial(backward_pass, math), jit_compile=True),
@@ -171,8 +170,8 @@ def compiled_loops(math):
 
 
 def backward_pass(math, *loop_inputs):
-    """The backward loop, and the bias gradient summed in the same XLA program (XLA's
-    sum over time and batch takes 2.5 ms at the reference size, TensorFlow's 8.5)."""
+    """The backward loop, and the bias gradient summed in the same XLA program (its sum
+    over time and batch beats TensorFlow's: docs/decisions.md, bias-gradient-in-xla)."""
     d_px, d_rec, d_states0 = backward_loop(math, *loop_inputs)
     d_input_bias = tf.reduce_sum(d_rec if d_px is None else d_px, [0, 1])
     d_bias = join_bias(math, d_input_bias, tf.reduce_sum(d_rec, [0, 1]))
@@ -183,11 +182,9 @@ def weight_gradients(math, flat_x, flat_h_prev, flat_d_px, flat_d_rec):
     """The gradients of the kernel, x^T d_px, and of the recurrent kernel, h_prev^T d_rec,
     one product after the other. Where d_px is d_rec (LSTM, SimpleRNN) and oneDNN runs
     below AVX-512, they are one product, [x | h_prev]^T d_px: oneDNN's AVX2 products are
-    slow at some shapes of these (512 x 512 over 6,400 rows: about 130 GFLOP/s, against
-    190 for the joint 1,024 x 512), and the reference SimpleRNN's training step takes
-    7-10% less time, the LSTM's 1-2%. On AVX-512 the two products are as fast or faster
-    and do without the joint one's copy of x and h_prev (the SimpleRNN's step would take
-    1-4% longer). See docs/results.md."""
+    slow at some of the separate shapes and not at the joint one. On AVX-512 the two
+    products are as fast and do without the joint one's copy of x and h_prev
+    (docs/decisions.md, joint-weight-gradient)."""
     if math.separate_input_gradient or onednn_uses_avx512():
         return one_after_another(
             lambda: tf.matmul(flat_x, flat_d_px, transpose_a=True),
@@ -201,8 +198,7 @@ def weight_gradients(math, flat_x, flat_h_prev, flat_d_px, flat_d_rec):
 def one_after_another(*products):
     """Runs each of `products` (callables) after the one before it. TensorFlow would
     otherwise run independent matrix products at once, each on every core, and together
-    they take longer than one after the other (three of a layer's weight gradients:
-    231 against 212 ms at the reference size)."""
+    they take longer than one after the other (docs/decisions.md, products-in-turn)."""
     results = []
     for product in products:
         with tf.control_dependencies(results[-1:]):
@@ -265,8 +261,9 @@ def fused_loop_applies(layer, mask) -> bool:
 def cell_math(layer: keras.layers.RNN):
     """The gate math (cell_math.py) that computes a step of `layer`'s cell as Keras
     does without dropout, or None: it covers the stock LSTM, GRU and SimpleRNN with
-    their default activations and biases, in float32 (LSTMBlockCellGrad has no
-    bfloat16 kernel, and on a CPU the mixed precisions are no faster anyway)."""
+    their default activations and biases, in float32 (the loops are written and tested in
+    float32 only, and on a CPU the mixed precisions gain nothing: docs/decisions.md,
+    float32-on-cpu)."""
     math = next((m for cls, m in MATH.items() if isinstance(layer, cls)), None)
     cell = layer.cell
     defaults = (

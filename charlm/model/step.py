@@ -7,8 +7,8 @@ off at inference. So whatever build_model puts in the chain, the step follows it
 no layer is looked up by name.
 
 A stock recurrent layer (the fused loop's cells, cell_math.py) is stepped by its gate
-math rather than by its Keras cell, for two reasons that make one stream of the 2x512
-LSTM about half again as fast (docs/results.md):
+math rather than by its Keras cell, for two reasons that make one stream faster
+(docs/decisions.md, step-by-gate-math):
 
 * its input projection `x @ kernel + bias`, right after the embedding, depends on the
   character alone: it is computed once for every character of the vocabulary, and each
@@ -136,8 +136,8 @@ class CellStep:
 
 def alone(product):
     """`product`, kept out of XLA's fusions. XLA fuses a one-row matrix product with the
-    additions after it into one loop that runs at about a third of the speed of its
-    matrix-vector kernel (docs/results.md); from two rows on it changes nothing."""
+    additions after it into one loop that runs far slower than its matrix-vector kernel;
+    from two rows on it changes nothing (docs/decisions.md, products-alone)."""
     (kept,) = xla.optimization_barrier(product)
     return kept
 

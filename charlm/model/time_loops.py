@@ -73,8 +73,8 @@ def backward_loop(
             [p[t] for p in previous],
             recurrent_kernel,
         )
-        # By the kernel as stored: XLA's product with transpose_b is as fast as with a
-        # transposed copy or faster (AVX-512: 523-538 against 554-592 us a step).
+        # By the kernel as stored: XLA's product with transpose_b needs no transposed
+        # copy and is no slower (docs/decisions.md, transpose-b).
         dh_prev = tf.matmul(d_rec, recurrent_kernel, transpose_b=True)
         if d_previous[0] is not None:
             dh_prev = dh_prev + d_previous[0]
@@ -95,7 +95,7 @@ def backward_loop(
     )
     d_rec_seq, *d_px_seq = [a.stack() for a in arrays]
     # None where the input gradient is the recurrent one: an XLA program that returned
-    # one array twice would copy it (the reference LSTM's: 52 MB, about 6 ms a layer).
+    # one array twice would copy it (docs/decisions.md, returned-once).
     return (d_px_seq[0] if d_px_seq else None), d_rec_seq, d_states0
 
 

@@ -10,9 +10,9 @@ Reading a prompt takes a model step per character, as generating does. Short pro
 (under SHORT_PROMPT characters, one compiled call) come first: no chunk starts while one
 is being read or could be, so a read shares the cores only with the chunk running when
 its request came, and its first character is sent at once; prompts that arrive together
-are read in one batch, which makes reading cheap (docs/results.md). A long prompt is read
-a piece at a time beside the running streams (one of 100,000 characters would otherwise
-stop them for seconds), and short prompts that arrive meanwhile are read between pieces.
+are read in one batch, which makes reading cheap (docs/decisions.md, short-prompts-first).
+A long prompt is read a piece at a time beside the running streams (a very long one would
+otherwise stop them for seconds), and short prompts that arrive meanwhile are read between pieces.
 A read or a chunk that fails (TensorFlow out of memory, say) is tried again for each of
 its streams alone, so that one stream that cannot be served ends no other; a stream that
 fails alone ends with finish reason "error" and is logged; both threads go on serving

@@ -29,10 +29,9 @@ def resolve_precision(precision: str, reporter=None) -> str:
 
 
 def resolve_jit(setting: str, replicas: int = 1) -> bool:
-    """XLA only when asked. `auto` means off: on this project's CPUs (oneDNN with AVX-512)
-    the stock layers train faster without it (2x512 LSTM 6,784 vs 4,463 chars/s, GRU
-    7,676 vs 6,612, SimpleRNN 21,005 vs 10,576) and skip its 5-10 s compile; on a GPU
-    cuDNN kernels cannot be compiled by XLA; across replicas a step holds cross-device
+    """XLA only when asked. `auto` means off: on CPUs with oneDNN the layers train faster
+    without it and skip its compile (docs/decisions.md, no-xla-step); on a GPU cuDNN
+    kernels cannot be compiled by XLA; across replicas a step holds cross-device
     reductions."""
     if setting == "auto" or replicas > 1:
         return False

@@ -3,7 +3,7 @@
     step 0 ──fit──▶ eval_interval ──eval, checkpoint──▶ ... ──▶ steps (or budget, or Ctrl-C)
 
 Each segment is one `model.fit` call on a dataset that starts at the current
-step (data is a pure function of seed and step, see dataset.py), so resuming
+step (data is a pure function of seed and step, see data/pipeline.py), so resuming
 at step k replays exactly what an uninterrupted run would have seen.
 """
 
