@@ -50,7 +50,7 @@ def load_init_source(config: Config, resuming: bool) -> InitSource | None:
     given = Path(config.train.init_from)
     model_path, run = locate_run(given)
     check_architecture(config.model, load_config(run.config_path).model, given)
-    vocab = Vocabulary.load(run.vocab_path)
+    vocab = run.load_vocab(run.latest_checkpoint())  # refused if edited since training
     base = load_model(model_path, compile=False, implementation="stock")
     check_vocabulary(base, vocab, model_path)
     return InitSource(model_path, vocab, {layer.name: layer.get_weights() for layer in base.layers})
