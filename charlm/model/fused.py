@@ -24,7 +24,6 @@ GPU.
 from __future__ import annotations
 
 import functools
-from collections import Counter
 
 import keras
 import tensorflow as tf
@@ -289,15 +288,8 @@ def gpu_visible() -> bool:
     return bool(tf.config.list_logical_devices("GPU"))
 
 
-# Times each layer (by name) entered the fused loop: once per eager call, once per trace
-# of a tf.function (whose graph then runs the loop without Python). Tests read it to
-# tell which loop a layer ran.
-fused_loop_runs: Counter[str] = Counter()
-
-
 def fused_inner_loop(layer, math, sequences, initial_state, mask=None, training=False):
     """What Keras's RNN.inner_loop returns: (last output, outputs, final states)."""
-    fused_loop_runs[layer.name] += 1
     states = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
     weights = loop_weights(layer.cell)
     if mask is None:
