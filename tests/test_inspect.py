@@ -174,6 +174,7 @@ def test_text_properties():
     assert props["upper case"].tolist() == [1] + [0] * 12
 
 
+@pytest.mark.slow  # trains the tiny run
 def test_language_model_activations_predict_what_score_says(trained_run):
     """The last layer's hidden state after text[t], through the logits layer, gives the
     log-probability `score` gives text[t + 1]: both read from the state after a newline."""
