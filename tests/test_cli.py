@@ -16,7 +16,9 @@ from charlm.data import fetch
 from tests.helpers import TINY_SETTINGS, generated_text, invoke, one_clean_error, sets
 
 
-@pytest.mark.parametrize("cell", ["simple_rnn", "lstm", "gru"])
+@pytest.mark.parametrize(
+    "cell", ["simple_rnn", pytest.param("lstm", marks=pytest.mark.slow), "gru"]
+)
 def test_train_resume_sample_eval_info_for_each_cell(tmp_path, corpus_file, cell):
     run = tmp_path / "run"
     settings = sets(
@@ -385,6 +387,7 @@ def test_eval_counts_characters_outside_the_vocabulary(trained_run, tmp_path):
     assert "40 unknown" in result.stdout
 
 
+@pytest.mark.slow
 def test_bench_times_a_cell_through_the_cli_and_prints_json(monkeypatch):
     """The real benchmark at the reference size, one cell, two timed steps (PyTorch left
     out so the test does not depend on it being installed)."""
