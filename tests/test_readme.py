@@ -123,3 +123,12 @@ def test_make_clean_keeps_runs_and_data():
     words = set(re.findall(r"[\w./*-]+", recipe))
     assert "$(VENV)" in recipe
     assert not words & {"runs", "runs/", "data", "data/", "*"}, recipe
+
+
+def test_each_relative_link_exists():
+    """Links and images into the repository (docs/, examples/) point at files that exist."""
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", README.read_text(encoding="utf-8"))
+    local = [link for link in links if "://" not in link]
+    assert local, "the README links no reference page"
+    missing = sorted(link for link in local if not (ROOT / link).exists())
+    assert not missing, f"the README links files that do not exist: {missing}"
