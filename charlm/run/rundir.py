@@ -213,9 +213,9 @@ class RunDir:
 
     def save_best(self, model, saved_as: Path | None = None) -> None:
         """Replace model.keras with `model`, atomically. `saved_as`, a checkpoint's file
-        this same model was just saved to, becomes model.keras too (link_or_copy): for
-        the reference LSTM (40 MB with its optimizer) saving again takes about 0.2 s,
-        copying 0.1 s, linking nothing."""
+        this same model was just saved to, becomes model.keras too (link_or_copy): a
+        hard link costs nothing, where saving again would serialise the model a second
+        time (docs/decisions.md, best-model-linked)."""
         with self.saving(self.best_model_path), replaced_atomically(self.best_model_path) as tmp:
             if saved_as is not None:
                 link_or_copy(saved_as, tmp)
