@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
 # Re-exported for modules not yet moved to tests.helpers; new code imports from there.
-from tests.helpers import TINY_SETTINGS, WORDS, generated_text, tiny_config  # noqa: F401
+from tests.helpers import (  # noqa: F401
+    CHROMEDRIVER,
+    CHROMIUM,
+    INSTALL,
+    TINY_SETTINGS,
+    WORDS,
+    generated_text,
+    tiny_config,
+)
 
 # Modules whose every test is slow (a subprocess, a real server, a browser, kill -9, a
 # notebook kernel, a benchmark or many trainings): `make test-fast` (-m "not slow") skips
@@ -92,3 +102,32 @@ def trained_run(tmp_path_factory) -> Path:
     corpus.write_text(generated_text(20_000, extra="éλ"), encoding="utf-8")
     train(tiny_config(corpus, root / "run", "train.steps=30", "train.eval_interval=15"))
     return root / "run"
+
+
+@pytest.fixture
+def browser():
+    """Headless Chromium through Selenium; skipped where it is not installed (failed in CI)."""
+    if not (Path(CHROMIUM).exists() and shutil.which(CHROMEDRIVER)):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Chromium is missing in CI; install it with: {INSTALL}")
+        pytest.skip(f"Chromium is not installed; install it with: {INSTALL}")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service as DriverService
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,900",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=DriverService(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.test_serve import cli_sample
+from tests.helpers import cli_sample
 
 
 @pytest.mark.parametrize(

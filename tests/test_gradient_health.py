@@ -20,8 +20,7 @@ from charlm.run.rundir import RunDir
 from charlm.training.gradient_health import GradientHealth
 from charlm.training.loop import train
 from charlm.training.optimizer import build_optimizer
-from tests.helpers import tiny_config
-from tests.test_train import InterruptAt
+from tests.helpers import InterruptAt, tiny_config
 
 GRADIENT_FIELDS = ("grad_norm_mean", "grad_norm_max", "grad_clipped_fraction")
 

@@ -106,7 +106,7 @@ def test_a_garbage_history_line_is_skipped_with_one_warning(run_copy):
 def test_the_server_reports_a_history_with_a_garbage_line(run_copy):
     import httpx
 
-    from tests.test_serve import Server
+    from tests.helpers import Server
 
     with open(run_copy / "history.jsonl", "a", encoding="utf-8") as stream:
         stream.write("garbage {\n")

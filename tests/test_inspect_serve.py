@@ -1,5 +1,5 @@
 """`POST /v1/inspect` on a real `charlm serve` process, and the playground's inspect tab in
-headless Chromium (see tests/test_playground.py for the browser's set-up)."""
+headless Chromium (the `browser` fixture is in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import os
 import httpx
 import pytest
 
-from tests.test_playground import SCREENSHOT_ENV, browser  # noqa: F401  (a fixture)
-from tests.test_serve import Server
+from tests.helpers import Server
 
 KEY = "inspect-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -15,8 +15,7 @@ import pytest
 
 from charlm.errors import CharlmError
 from charlm.training.loop import train
-from tests.helpers import invoke, tiny_config
-from tests.test_train import InterruptAt
+from tests.helpers import InterruptAt, invoke, tiny_config
 
 FACTORS = {
     "model.cell": ["simple_rnn", "lstm", "gru"],

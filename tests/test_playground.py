@@ -8,45 +8,8 @@ Where Chromium is missing the test is skipped with the command that installs it;
 from __future__ import annotations
 
 import os
-import shutil
-from pathlib import Path
 
-import pytest
-
-from tests.test_serve import Server
-
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-INSTALL = "apt-get install chromium chromium-driver"
-# Where the screenshot for the docs is written when asked (docs/playground.png).
-SCREENSHOT_ENV = "CHARLM_PLAYGROUND_SCREENSHOT"
-
-
-@pytest.fixture
-def browser():
-    if not (Path(CHROMIUM).exists() and shutil.which(CHROMEDRIVER)):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Chromium is missing in CI; install it with: {INSTALL}")
-        pytest.skip(f"Chromium is not installed; install it with: {INSTALL}")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service as DriverService
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1400,900",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=DriverService(CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
+from tests.helpers import SCREENSHOT_ENV, Server
 
 
 def test_the_page_streams_text_and_draws_the_loss_curve(browser, trained_run, tmp_path):

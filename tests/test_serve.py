@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,54 +14,10 @@ import time
 import httpx
 import pytest
 
-from tests.helpers import invoke
+from tests.helpers import Server, cli_sample, events, invoke
 
 PROMPT = "the cat sat"
 OPTIONS = {"max_tokens": 300, "temperature": 0.9, "top_k": 6, "seed": 11}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Server:
-    """A `charlm serve` process on 127.0.0.1, stopped when the test ends."""
-
-    def __init__(self, run, *flags, stderr=None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "charlm.cli",
-                "serve",
-                "-c",
-                str(run),
-                "--port",
-                str(self.port),
-                *map(str, flags),
-            ],
-            stderr=stderr,
-        )  # its output goes to the tests' own: pytest shows it beside a failure
-        deadline = time.time() + 300  # compiling is slow on a busy machine
-        while time.time() < deadline and self.process.poll() is None:
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.2)
-        self.stop()
-        raise AssertionError("the server did not start; its output is in the captured stderr")
-
-    def post(self, body: dict, **kwargs) -> httpx.Response:
-        return httpx.post(f"{self.url}/v1/completions", json=body, timeout=60, **kwargs)
-
-    def stop(self) -> None:
-        self.process.kill()
-        self.process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -72,40 +27,6 @@ def server(trained_run):
     )
     yield running
     running.stop()
-
-
-def cli_sample(run, prompt, length, seed, temperature, top_k=0, num_samples=1) -> list[str]:
-    """What `charlm sample` prints for these options, one text per sample (prompt removed)."""
-    result = invoke(
-        "sample",
-        "-c",
-        run,
-        "--prime",
-        prompt,
-        "--length",
-        length,
-        "--seed",
-        seed,
-        "--temperature",
-        temperature,
-        "--top-k",
-        top_k,
-        "--num-samples",
-        num_samples,
-    )
-    assert result.exit_code == 0, result.output
-    texts = result.stdout[:-1].split("\n\n--- sample ")
-    return [text.split("---\n", 1)[-1][len(prompt) :] for text in texts]
-
-
-def events(response) -> list:
-    """The data of each server-sent event, up to and including `[DONE]`."""
-    found = []
-    for line in response.iter_lines():
-        if line.startswith("data: "):
-            data = line[len("data: ") :]
-            found.append(data if data == "[DONE]" else json.loads(data))
-    return found
 
 
 def test_a_completion_is_the_text_charlm_sample_gives(server, trained_run):

@@ -18,7 +18,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from tests.test_serve import Server  # noqa: E402
+from tests.helpers import Server  # noqa: E402
 
 MAX_TOKENS = 40
 LANES = 4

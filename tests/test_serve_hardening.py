@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from tests.test_serve import Server, events
+from tests.helpers import Server, events
 
 KEY = "sesame"
 AUTH = {"Authorization": f"Bearer {KEY}"}

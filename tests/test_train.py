@@ -1,7 +1,6 @@
 import json
 import os
 import shutil
-import signal
 
 import numpy as np
 import pytest
@@ -12,19 +11,7 @@ from charlm.model import fused
 from charlm.run.rundir import RunDir
 from charlm.training.loop import train
 from charlm.training.optimizer import time_annealed_rate
-from charlm.training.reporter import SilentReporter
-from tests.helpers import tiny_config
-
-
-class InterruptAt(SilentReporter):
-    """Sends this process SIGINT after step `step`, like a user pressing Ctrl-C."""
-
-    def __init__(self, step):
-        self.at = step
-
-    def advance(self, step, loss, chars_per_s):
-        if step == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
+from tests.helpers import InterruptAt, tiny_config
 
 
 def test_train_writes_a_self_describing_run(tmp_path, corpus_file):
