@@ -124,9 +124,8 @@ class Sampler:
     def _read_chunk(self, tokens, mask, steps, logits, states):
         """Read the first `steps` columns of `tokens` (streams, READ_CHARS), a character
         per step; where `mask` is False, a step leaves the stream's logits and states as
-        they were. The step is generation's, so a prompt is read with the very products
-        (and roundings) its text is then generated with, and faster for a few streams than
-        the layers' sequence loop on oneDNN (docs/decisions.md, xla-sampling)."""
+        they were. The step is generation's: a prompt is read with the products (and
+        roundings) its text is then generated with (docs/decisions.md, xla-sampling)."""
         t = tf.constant(0)
         while t < steps:
             keep = mask[:, t, tf.newaxis]
