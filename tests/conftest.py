@@ -21,12 +21,15 @@ from tests.helpers import (  # noqa: F401
 )
 
 # Modules whose every test is slow (a subprocess, a real server, a browser, kill -9, a
-# notebook kernel, a benchmark or many trainings): `make test-fast` (-m "not slow") skips
-# them. Mixed modules mark their slow tests with @pytest.mark.slow instead.
+# notebook kernel, a benchmark, or a training run end to end): `make test-fast`
+# (-m "not slow") skips them. Mixed modules mark their slow tests with @pytest.mark.slow
+# (also a test that trains, or compiles the sampler for many shapes, for seconds).
 SLOW_MODULES = {
     "test_compare",
     "test_distribute",
     "test_engine",
+    "test_finetune",
+    "test_gradient_health",
     "test_hostile",
     "test_inspect_page",
     "test_inspect_serve",
@@ -38,6 +41,7 @@ SLOW_MODULES = {
     "test_serve_fuzz",
     "test_serve_hardening",
     "test_startup",
+    "test_train",
 }
 # Modules that train in process over two logical CPU devices (MirroredStrategy).
 TWO_DEVICE_MODULES = {"test_matrix"}

@@ -34,6 +34,7 @@ def model(trained_run):
     return charlm.load(trained_run)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("samples", [1, 3])
 def test_generate_is_the_text_charlm_sample_prints(model, trained_run, samples):
     options = dict(length=120, temperature=0.9, top_k=5, top_p=0.95, seed=11, stop=None)
@@ -141,6 +142,7 @@ def reference_logprobs(run, text: str) -> np.ndarray:
     return tf.nn.log_softmax(logits).numpy()[np.arange(len(ids)), ids]
 
 
+@pytest.mark.slow
 def test_score_equals_a_log_softmax_of_the_plain_keras_model(model, trained_run):
     text = generated_text(5000, seed=7)  # longer than a scoring piece: the state is carried
     scores = model.score(text, top=4)
@@ -211,6 +213,7 @@ def test_a_missing_run_raises_not_exits(tmp_path):
         charlm.load(tmp_path / "nothing-here")
 
 
+@pytest.mark.slow
 def test_train_then_load_from_python(tmp_path, corpus_file):
     result = charlm.train(
         overrides=tiny_overrides(corpus_file, tmp_path / "run", **{"train.steps": 6}),

@@ -16,6 +16,7 @@ from charlm.data import fetch
 from tests.helpers import TINY_SETTINGS, generated_text, invoke, one_clean_error, sets
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "cell", ["simple_rnn", pytest.param("lstm", marks=pytest.mark.slow), "gru"]
 )
@@ -53,6 +54,7 @@ def test_train_resume_sample_eval_info_for_each_cell(tmp_path, corpus_file, cell
     assert "steps: 12" in result.stdout
 
 
+@pytest.mark.slow
 def test_sample_options(trained_run):
     result = invoke(
         "sample",

@@ -174,6 +174,7 @@ def is_or_slices_a_product(op) -> bool:
     return op.type == "MatMul" or (op.type == "StridedSlice" and op.inputs[0].op.type == "MatMul")
 
 
+@pytest.mark.slow
 def test_evaluating_runs_the_loop_that_keeps_the_outputs_alone():
     """Evaluated, a fused layer runs the forward loop that keeps no gates for a backward
     pass; trained, the one that does."""
@@ -222,6 +223,7 @@ def training_tokens():
     return np.random.default_rng(4).integers(0, 11, (4, 13)).astype("int32")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", sorted(LAYERS))
 def test_a_training_step_matches_the_stock_model(cell):
     """Two Adam steps: the fused model runs its loop, compiled by XLA, and ends with the
@@ -242,6 +244,7 @@ def test_a_training_step_matches_the_stock_model(cell):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", sorted(LAYERS))
 def test_saved_files_are_stock_keras_and_load_as_either_implementation(tmp_path, cell):
     """A fused model's .keras file is a plain Keras file: plain keras.saving.load_model
@@ -338,6 +341,7 @@ def unclipped_gradient_norm(cell):
     return float(tf.linalg.global_norm(tape.gradient(loss, model.trainable_weights)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", sorted(LAYERS))
 def test_clipped_sgd_steps_match_the_stock_model(cell):
     """Two plain SGD steps with the global gradient norm clipped: each update is the
@@ -371,6 +375,7 @@ class Messages(SilentReporter):
         self.lines.append(text)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "setting, fused_runs",
     [

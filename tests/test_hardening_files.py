@@ -159,6 +159,7 @@ def truncate(path: Path) -> None:
     path.write_bytes(data[: len(data) // 3])
 
 
+@pytest.mark.slow
 def test_resume_falls_back_to_the_newest_intact_checkpoint(run_copy):
     truncate(checkpoint(run_copy, 30) / "model.keras")
     result = invoke("train", "--resume", run_copy, "--set", "train.steps=31")

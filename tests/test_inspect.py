@@ -41,6 +41,7 @@ def stock_outputs(model: keras.Model, text: str) -> list[np.ndarray]:
     return [np.asarray(out)[0, 1:] for out in outputs(ids, training=False)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", ["lstm", "gru", "simple_rnn"])
 def test_hidden_states_are_the_stock_layers_outputs(cell):
     model = stock_model(cell)

@@ -18,6 +18,7 @@ from charlm.model.build import build_model, parameter_count
 VOCAB = Vocabulary(list("abcdefgh\n"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", ["simple_rnn", "lstm", "gru"])
 def test_each_cell_builds_and_round_trips_through_keras_files(tmp_path, cell):
     model = build_model(
@@ -58,6 +59,7 @@ def test_same_seed_same_text_other_seed_other_text():
     assert a.shape == (1, 300) and np.array_equal(a, b) and not np.array_equal(a, c)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", ["simple_rnn", "lstm", "gru"])
 def test_stepwise_state_matches_the_full_model(cell):
     """Carrying the state step by step (across several chunks) gives what the model
@@ -74,6 +76,7 @@ def assert_greedy_text_is_the_full_models(sampler_, model):
     assert np.argmax(logits[len(prime) - 1 :], axis=-1).tolist() == greedy
 
 
+@pytest.mark.slow
 def test_stock_layers_step_by_their_math_and_others_by_their_keras_cell():
     """The embedding and the stock layer after it become one table lookup; a layer the
     gate math does not cover (a relu LSTM) steps by its Keras cell; a stock layer after
@@ -123,6 +126,7 @@ def test_a_one_row_product_stays_out_of_xla_fusions():
     assert " dot(" in hlo and not gate_products
 
 
+@pytest.mark.slow
 def test_temperature_zero_top_k_one_and_tiny_top_p_mean_argmax():
     s, _ = sampler()
     greedy = generate(s, "ab", length=50, argmax=True, seed=0)
@@ -139,6 +143,7 @@ def test_streams_are_independent_and_the_unknown_token_never_appears():
     assert len({row.tobytes() for row in out}) == 4
 
 
+@pytest.mark.slow
 def test_top_k_and_top_p_filters():
     logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]], dtype="float32"))
     two, point_seven, one = np.array([2]), np.float32([0.7]), np.float32([1.0])
@@ -176,6 +181,7 @@ def test_draws_follow_the_softmax():
     assert np.allclose(frequencies, probabilities, atol=0.03)
 
 
+@pytest.mark.slow
 def test_a_stream_draws_the_same_alone_or_beside_others():
     """Lane k of a batch gives the text it gives alone, with the same seed and controls."""
     s, _ = sampler()
@@ -225,6 +231,7 @@ def big_sampler():
     return Sampler(model, VOCAB)
 
 
+@pytest.mark.slow
 def test_a_stream_computes_bit_for_bit_the_same_beside_any_number_of_others():
     """Not only the same characters: the same logits and states to the last bit, from two
     streams on (more than BLOCK_ROWS streams are stepped in blocks, for that reason); a
@@ -240,6 +247,7 @@ def test_a_stream_computes_bit_for_bit_the_same_beside_any_number_of_others():
         assert all(np.array_equal(a, b) for a, b in zip(expected, numbers))
 
 
+@pytest.mark.slow
 def test_more_than_block_rows_streams_run_as_blocks_at_once_each_stream_in_its_place():
     """40 streams run as 64 rows: two blocks of BLOCK_ROWS rows, each a call of the
     compiled loop in a thread of its own, both running at once (the barrier lets neither
@@ -266,6 +274,7 @@ def test_more_than_block_rows_streams_run_as_blocks_at_once_each_stream_in_its_p
     assert np.array_equal(ids[32:], alone)
 
 
+@pytest.mark.slow
 def test_a_lone_stream_runs_as_one_row_with_the_same_text_but_for_rounding():
     """One stream of `charlm sample` runs as a single row (the faster vector kernel): its
     numbers differ from the batched ones only by rounding."""
@@ -294,6 +303,7 @@ def test_a_prompt_reads_bit_for_bit_the_same_beside_longer_and_shorter_ones():
         assert np.array_equal(row_logits.numpy()[0], logits.numpy()[row])
 
 
+@pytest.mark.slow
 def test_compiling_every_row_bucket_warns_of_nothing(caplog):
     """A server compiles its loops for every row bucket at start (Sampler.compile): one
     program per bucket is the design, and TensorFlow must not call it "excessive
@@ -306,6 +316,7 @@ def test_compiling_every_row_bucket_warns_of_nothing(caplog):
     assert all(s.generate_chunk[mode].experimental_get_tracing_count() == 5 for mode in MODES)
 
 
+@pytest.mark.slow
 def test_prompts_and_streams_of_any_size_share_a_few_shapes_and_one_graph():
     """A server meets every prompt length and stream count: they must not each leave
     TensorFlow something to keep (a graph, a dispatch entry, kernels for a new shape).
