@@ -53,6 +53,7 @@ def test_generate_is_the_text_charlm_sample_prints(model, trained_run, samples):
     assert result.stdout == printed + "\n"
 
 
+@pytest.mark.slow
 def test_stop_strings_end_each_sample_as_the_cli_ends_it(model, trained_run):
     texts = model.generate("the", length=300, seed=5, n=3, stop=["a", "\n"])
     result = invoke(
@@ -72,6 +73,7 @@ def test_a_stop_string_longer_than_the_sample_changes_nothing(model):
     assert model.generate(length=20, seed=2, stop="x" * 50) == model.generate(length=20, seed=2)
 
 
+@pytest.mark.slow
 def test_prime_file_gives_the_text_of_the_same_prime(trained_run, tmp_path):
     prime = tmp_path / "prime.txt"
     prime.write_text("the dog ran\n", encoding="utf-8")

@@ -89,6 +89,7 @@ def test_nested_anchors_in_a_config_value_give_a_short_line(tmp_path, key):
     assert len(result.stderr) < 300, result.stderr
 
 
+@pytest.mark.slow
 # ------------------------------------------------------------ 12: a garbage history line
 def test_a_garbage_history_line_is_skipped_with_one_warning(run_copy):
     with open(run_copy / "history.jsonl", "a", encoding="utf-8") as stream:
@@ -178,6 +179,7 @@ def test_sampling_reads_the_newest_readable_state(run_copy):
     assert "steps: 15;" in result.stdout
 
 
+@pytest.mark.slow
 def test_resume_from_a_named_checkpoint(run_copy):
     older = checkpoint(run_copy, 15)
     result = invoke("train", "--resume", older, "--set", "train.steps=31")
