@@ -82,7 +82,7 @@ def reporter_for(progress: bool):
 
     if not progress:
         return SilentReporter()
-    from charlm.cli.progress import RichReporter
+    from charlm.training.progress import RichReporter
 
     return RichReporter()
 

@@ -9,7 +9,6 @@ import io
 import subprocess
 import sys
 import time
-from contextlib import redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -51,14 +50,13 @@ def rate(call, chars: int) -> float:
 
 
 def cli_sample(model) -> None:
-    """What `charlm sample --length N --seed 1` runs once its model is loaded, its text
-    written to a discarded stdout."""
-    from charlm.cli.sample import write_samples
-
+    """What `charlm sample --length N --seed 1` runs once its model is loaded: the layer's
+    pieces, each written to a (discarded) stdout as it comes."""
     generator = model.generator
     settings = generator.settings(length=GENERATED_CHARS, seed=1)
-    with redirect_stdout(io.StringIO()):
-        write_samples(generator.pieces(generator.readable(""), settings), 1)
+    out = io.StringIO()
+    for pieces in generator.pieces(generator.readable(""), settings):
+        out.write(pieces[0])
 
 
 def torch_scoring(torch, text: str, vocab):

@@ -18,7 +18,7 @@ def gradient_health_rates(cell: str, rounds: int = 5, steps: int = 3) -> dict:
     ratio, from `rounds` turns of `steps` steps each."""
     from charlm.config import load_config
     from charlm.training.gradient_health import GradientHealth
-    from charlm.training.loop import load_or_build
+    from charlm.training.model_setup import load_or_build
 
     config = load_config(
         None,

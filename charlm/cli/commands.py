@@ -70,9 +70,9 @@ def train(
         if resume is not None:
             settings.train.run_dir = str(resume)
         quiet_tensorflow_start()
-        from charlm.cli.progress import RichReporter
         from charlm.training.distribute import is_chief
         from charlm.training.loop import train as run_training
+        from charlm.training.progress import RichReporter
         from charlm.training.reporter import SilentReporter
 
         reporter = RichReporter() if is_chief() else SilentReporter()

@@ -35,8 +35,8 @@ def compare(
     validation loss and gradient norm, each run's sample from the same prime and seed."""
     with user_errors():
         quiet_tensorflow_start()
-        from charlm.cli.progress import RichReporter
         from charlm.compare import compare as compare_runs
+        from charlm.training.progress import RichReporter
 
         def reporter(name: str):
             say(f"training {name}")

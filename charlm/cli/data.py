@@ -30,9 +30,9 @@ def data_stats(
     top: Annotated[int, typer.Option(help="How many of the most frequent characters.")] = 10,
 ):
     """Count characters, distinct characters, files and bytes of a corpus."""
-    from charlm.cli.progress import RichReporter
     from charlm.data.sources import resolve_files
     from charlm.data.tokens import scan_corpus
+    from charlm.training.progress import RichReporter
 
     reporter = RichReporter()
     with user_errors():

@@ -14,7 +14,7 @@ from charlm.data.vocabulary import Vocabulary
 from charlm.errors import RunError
 from charlm.files import archive_problem, file_problem
 from charlm.model.build import is_stateful, set_implementation, stateless_copy
-from charlm.run.rundir import RunDir, TrainState, locate
+from charlm.run.rundir import CHECKPOINTS_DIR, MODEL_FILE, RunDir, TrainState, is_checkpoint_dir
 
 
 @dataclass
@@ -75,3 +75,25 @@ def check_vocabulary(model: keras.Model, vocab: Vocabulary, path: Path) -> None:
             f"{path} predicts {outputs} tokens but the run's vocab.json has "
             f"{vocab.size}; the checkpoint comes from a different vocabulary"
         )
+
+
+def locate(path: Path, label: str = "run") -> tuple[Path, Path]:
+    """(the .keras file, the run directory) that `path` names: a run directory, one of
+    its checkpoint directories, or a .keras file inside the run. Errors name the path as
+    `label` (the setting it was given as)."""
+    if not path.is_dir():
+        problem = file_problem(path)
+        if problem:
+            raise RunError(
+                f"{label} {path} {problem}; give a run directory (train.run_dir of a finished run)"
+            )
+        in_checkpoint = path.parent.parent.name == CHECKPOINTS_DIR
+        return path, path.parent.parent.parent if in_checkpoint else path.parent
+    if is_checkpoint_dir(path):
+        return path / MODEL_FILE, path.parent.parent
+    if (path / MODEL_FILE).exists():
+        return path / MODEL_FILE, path
+    latest = RunDir(path).latest_checkpoint()
+    if latest:
+        return latest / MODEL_FILE, path
+    raise RunError(f"{label} {path} holds no {MODEL_FILE}; is it a charlm run directory?")

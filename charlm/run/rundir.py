@@ -20,7 +20,6 @@ This module owns every file name in a run directory.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
@@ -28,7 +27,7 @@ import shutil
 import tempfile
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -37,37 +36,31 @@ from charlm.config import save_config
 from charlm.errors import RunError
 from charlm.files import (
     TMP_PREFIX,
-    archive_problem,
-    file_problem,
     link_or_copy,
     remove,
     replaced_atomically,
 )
+from charlm.run.checkpoints import (  # noqa: F401  (the run directory's names, re-exported)
+    CARRIED_STATES_FILE,
+    CHECKPOINT_PREFIX,
+    CHECKPOINTS_DIR,
+    MODEL_FILE,
+    STATE_FILE,
+    STATE_VERSION,
+    TrainState,
+    checkpoint_model,
+    checkpoint_problem,
+    is_checkpoint_dir,
+    read_carried_states,
+    read_state,
+    save_failure,
+)
 
-STATE_VERSION = 1
-CHECKPOINT_PREFIX = "step-"
-MODEL_FILE = "model.keras"
-STATE_FILE = "state.json"
-CARRIED_STATES_FILE = "carried_states.npz"
-CHECKPOINTS_DIR = "checkpoints"
 DAMAGED_PREFIX = "damaged-"  # a damaged checkpoint set aside by a resume (kept, not used)
 
 
 class HistoryWarning(UserWarning):
     """history.jsonl has lines that are not records; they were skipped."""
-
-
-@dataclass
-class TrainState:
-    step: int = 0
-    best_val_loss: float | None = None
-    best_step: int | None = None
-    evals_since_best: int = 0
-    elapsed_s: float = 0.0
-    rng_states: list | None = None  # dropout generators' states (see model.rng_states)
-    gradient_health: list | None = None  # the interval's gradient sums (GradientHealth)
-    vocab_digest: str | None = None  # Vocabulary.digest of the run's vocab.json (None: older)
-    version: int = STATE_VERSION
 
 
 class RunDir:
@@ -310,94 +303,3 @@ class RunDir:
 
 
 WARNED_HISTORIES: set[Path] = set()  # history files already warned about in this process
-
-
-def is_checkpoint_dir(path: Path) -> bool:
-    return path.parent.name == CHECKPOINTS_DIR and (path / STATE_FILE).is_file()
-
-
-def checkpoint_problem(checkpoint: Path) -> str | None:
-    """Why `checkpoint` cannot be resumed from (its state unreadable, its model or carried
-    states truncated or corrupt), or None when it is whole."""
-    try:
-        read_state(checkpoint)
-    except RunError:
-        return f"its {STATE_FILE} is unreadable"
-    for name in (MODEL_FILE, CARRIED_STATES_FILE):
-        path = checkpoint / name
-        problem = archive_problem(path) if name == MODEL_FILE or path.exists() else None
-        if problem:
-            return f"its {name} {problem}"
-    return None
-
-
-def read_carried_states(checkpoint: Path) -> list:
-    path = checkpoint / CARRIED_STATES_FILE
-    if not path.exists():
-        return []
-    with np.load(path) as arrays:
-        return [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
-
-
-def read_state(checkpoint: Path) -> TrainState:
-    try:
-        data = json.loads((checkpoint / STATE_FILE).read_text())
-        return TrainState(**data)
-    except (OSError, ValueError, TypeError) as error:
-        raise RunError(
-            f"checkpoint {checkpoint} has no readable {STATE_FILE} ({error}); it is damaged: "
-            f"use another checkpoint of the run"
-        ) from None
-
-
-def checkpoint_model(checkpoint: Path) -> Path:
-    """The model file of a checkpoint directory."""
-    return checkpoint / MODEL_FILE
-
-
-def locate(path: Path, label: str = "run") -> tuple[Path, Path]:
-    """(the .keras file, the run directory) that `path` names: a run directory, one of
-    its checkpoint directories, or a .keras file inside the run. Errors name the path as
-    `label` (the setting it was given as)."""
-    if not path.is_dir():
-        problem = file_problem(path)
-        if problem:
-            raise RunError(
-                f"{label} {path} {problem}; give a run directory (train.run_dir of a finished run)"
-            )
-        in_checkpoint = path.parent.parent.name == CHECKPOINTS_DIR
-        return path, path.parent.parent.parent if in_checkpoint else path.parent
-    if is_checkpoint_dir(path):
-        return path / MODEL_FILE, path.parent.parent
-    if (path / MODEL_FILE).exists():
-        return path / MODEL_FILE, path
-    latest = RunDir(path).latest_checkpoint()
-    if latest:
-        return latest / MODEL_FILE, path
-    raise RunError(f"{label} {path} holds no {MODEL_FILE}; is it a charlm run directory?")
-
-
-def save_failure(error: OSError, kept: Path | None) -> str:
-    reason = "the disk is full" if error.errno == errno.ENOSPC else error.strerror or str(error)
-    kept_text = f"; the previous checkpoint {kept} is intact" if kept else ""
-    return f"saving a checkpoint failed: {reason}{kept_text}"
-
-
-class WorkerRunDir(RunDir):
-    """The run directory as a non-chief worker of a distributed run sees it: it reads
-    (to resume) but writes nothing; the chief writes for everyone."""
-
-    def lock(self) -> None: ...
-    def unlock(self) -> None: ...
-    def check_writable(self, needed_bytes: int) -> None: ...
-    def remove_partial_saves(self) -> None: ...
-    def save_best(self, model, saved_as=None) -> None: ...
-    def save_config(self, config) -> None: ...
-    def save_vocab(self, vocab) -> None: ...
-    def append_history(self, record: dict) -> None: ...
-
-    def save_checkpoint(self, model, state, keep, carried_states=None) -> Path | None:
-        return None
-
-    def set_aside(self, checkpoint: Path) -> Path:
-        return checkpoint  # the chief sets it aside

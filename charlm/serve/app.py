@@ -32,6 +32,7 @@ from starlette.staticfiles import StaticFiles
 
 from charlm.sampling_rules import UnknownCharactersWarning
 from charlm.serve.engine import Busy, Engine
+from charlm.serve.facts import facts
 from charlm.serve.http import ErrorResponse, read_json, shutting_down, unauthorised
 from charlm.serve.inspect import Inspector
 from charlm.serve.requests import Completion, Limits, RequestError, parse_completion
@@ -312,41 +313,3 @@ def event(data: dict) -> str:
 def cancel(streams) -> None:
     for stream in streams:
         stream.cancelled = True
-
-
-def facts(service: Service) -> dict:
-    """The run's facts and its validation curve, for the playground page."""
-    from charlm.model.build import parameter_count
-    from charlm.run.rundir import RunDir
-
-    loaded = service.loaded
-    state = loaded.state
-    model = loaded.config.model
-    history = [
-        {
-            "step": h["step"],
-            "val_loss": h.get("val_loss"),
-            "train_loss": h.get("train_loss"),
-            "timeline": h.get("timeline"),  # the sample at this evaluation, if any
-        }
-        for h in RunDir(loaded.run_dir).history()
-    ]
-    return {
-        "model": service.model_id,
-        "cell": model.cell,
-        "layers": model.layers,
-        "units": model.units,
-        "embedding_dim": model.embedding_dim,
-        "parameters": parameter_count(loaded.model),
-        "vocabulary": loaded.vocab.size,
-        "steps": state.step if state else None,
-        "best_val_loss": state.best_val_loss if state else None,
-        "sample": {
-            "length": loaded.config.sample.length,
-            "temperature": loaded.config.sample.temperature,
-            "top_k": loaded.config.sample.top_k,
-            "top_p": loaded.config.sample.top_p,
-        },
-        "max_tokens": service.limits.max_tokens,
-        "history": history,
-    }

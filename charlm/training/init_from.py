@@ -23,8 +23,8 @@ from charlm.data.sources import resolve_files
 from charlm.data.tokens import Progress, scan_corpus
 from charlm.data.vocabulary import Vocabulary
 from charlm.errors import ConfigError, RunError
-from charlm.run.load import check_vocabulary, load_model
-from charlm.run.rundir import RunDir, locate
+from charlm.run.load import check_vocabulary, load_model, locate
+from charlm.run.rundir import RunDir
 
 # The model settings that shape the weights; dropout and implementation may differ.
 ARCHITECTURE = ("cell", "layers", "units", "embedding_dim")

@@ -16,12 +16,11 @@ from pathlib import Path
 
 import keras
 
-from charlm.config import DEFAULT_STEPS, Config
+from charlm.config import Config
 from charlm.data.pipeline import evaluation_dataset, lane_steps, training_dataset
 from charlm.data.split import prepare_corpus
 from charlm.errors import CorpusError, TrainingError
 from charlm.model.build import (
-    build_model,
     is_stateful,
     parameter_count,
     recurrent_layers,
@@ -30,15 +29,13 @@ from charlm.model.build import (
     stateless_copy,
 )
 from charlm.model.fused import describe_loops
-from charlm.run.load import load_model
 from charlm.run.rundir import (
     RunDir,
     TrainState,
-    WorkerRunDir,
-    checkpoint_model,
     read_carried_states,
     read_state,
 )
+from charlm.run.worker import WorkerRunDir
 from charlm.training import keras_compat
 from charlm.training.callbacks import (
     StepMonitor,
@@ -66,7 +63,7 @@ from charlm.training.init_from import (
     load_init_source,
     start_from,
 )
-from charlm.training.optimizer import build_optimizer
+from charlm.training.model_setup import load_or_build, resolve_total_steps
 from charlm.training.preflight import (
     check_distributable,
     check_memory,
@@ -249,37 +246,6 @@ def prepare_contiguous(run: Run, model: keras.Model, prepared, jit: bool) -> Non
     run.eval_model = stateless_copy(model, config.model, prepared.vocab.size)
     # Sharing the optimizer makes model.keras carry its state, as in random-window runs.
     run.eval_model.compile(optimizer=model.optimizer, loss=model.loss, jit_compile=jit)
-
-
-def load_or_build(
-    config: Config, vocab_size: int, checkpoint: Path | None, total_steps: int, jit: bool
-) -> keras.Model:
-    if checkpoint is not None:
-        model = load_model(
-            checkpoint_model(checkpoint), compile=True, implementation=config.model.implementation
-        )
-        model.jit_compile = jit  # the device may have changed since the checkpoint
-        return model
-    contiguous = config.train.windows == "contiguous"
-    model = build_model(
-        config.model,
-        vocab_size,
-        config.train.seed,
-        stateful_batch_size=config.train.batch_size if contiguous else None,
-    )
-    model.compile(
-        optimizer=build_optimizer(config.train, total_steps),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=jit,
-    )
-    return model
-
-
-def resolve_total_steps(config: Config, train_chars: int) -> int:
-    if config.train.epochs is not None:
-        per_step = config.train.batch_size * config.train.seq_length
-        return max(1, math.ceil(config.train.epochs * train_chars / per_step))
-    return config.train.steps or DEFAULT_STEPS
 
 
 # ---------------------------------------------------------------- the loop
