@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from charlm.run.rundir import RunDir
 from tests.helpers import SCREENSHOT_ENV, Server
 
 
@@ -22,6 +23,16 @@ def test_the_page_streams_text_and_draws_the_loss_curve(browser, trained_run, tm
         wait = WebDriverWait(browser, 30)
         wait.until(lambda b: b.find_element(By.ID, "curve").get_attribute("data-points") == "2")
         assert "gru" in browser.find_element(By.ID, "facts").text
+        # The timeline: each evaluation's sample, latest first, as history.jsonl holds it.
+        timeline = [r for r in RunDir(trained_run).history() if "timeline" in r][::-1]
+        assert browser.find_element(By.ID, "timeline").get_attribute("data-points") == "2"
+        shown = browser.find_elements(By.CSS_SELECTOR, "#timeline li")
+        assert [item.find_element(By.TAG_NAME, "strong").text for item in shown] == [
+            f"step {r['step']}" for r in timeline
+        ]
+        assert [
+            item.find_element(By.TAG_NAME, "pre").get_attribute("textContent") for item in shown
+        ] == [r["timeline"] for r in timeline]
         browser.find_element(By.ID, "prompt").send_keys("the cat")
         browser.find_element(By.ID, "length").clear()
         browser.find_element(By.ID, "length").send_keys("300")

@@ -112,6 +112,27 @@ function showFacts(run) {
   $("top-p").value = run.sample.top_p;
   showSliderValues();
   drawCurve(run.history.filter((h) => h.val_loss !== null));
+  showTimeline(run.history.filter((h) => h.timeline));
+}
+
+// The run learning: its timeline samples, latest first (history.jsonl's "timeline").
+function showTimeline(points) {
+  const items = points.slice().reverse().map((p) => {
+    const item = document.createElement("li");
+    const step = document.createElement("strong");
+    step.textContent = `step ${p.step}`;
+    const text = document.createElement("pre");
+    text.textContent = p.timeline;
+    item.append(step, text);
+    return item;
+  });
+  if (items.length === 0) {
+    const none = document.createElement("li");
+    none.textContent = "none: trained with train.timeline_length 0";
+    items.push(none);
+  }
+  $("timeline").replaceChildren(...items);
+  $("timeline").dataset.points = String(points.length);
 }
 
 function drawCurve(points) {
