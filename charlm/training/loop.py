@@ -17,7 +17,7 @@ from pathlib import Path
 import keras
 
 from charlm.config import Config
-from charlm.data.pipeline import evaluation_dataset, lane_steps, training_dataset
+from charlm.data.pipeline import contiguous_steps, evaluation_dataset, training_dataset
 from charlm.data.split import prepare_corpus
 from charlm.errors import CorpusError, TrainingError
 from charlm.model.build import (
@@ -233,7 +233,7 @@ def resume_state(run: Run, model: keras.Model, checkpoint: Path) -> None:
 def prepare_contiguous(run: Run, model: keras.Model, prepared, jit: bool) -> None:
     """Contiguous windows: steps per pass over the text, and a stateless twin to evaluate."""
     config = run.config
-    run.steps_per_pass = lane_steps(
+    run.steps_per_pass = contiguous_steps(
         prepared.train, config.train.batch_size, config.train.seq_length
     )
     if run.steps_per_pass < 1:
