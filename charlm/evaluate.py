@@ -50,9 +50,10 @@ def evaluate_file(checkpoint: Path, file: Path) -> EvalResult:
     return EvalResult(float(loss), scored, count_unknown(tokens, loaded.vocab.unknown_id))
 
 
-def count_unknown(tokens, unknown_id: int, chunk: int = 1 << 24) -> int:
-    """How many characters of the file the vocabulary does not know (read in chunks)."""
+def count_unknown(tokens, unknown_id: int, read_tokens: int = 1 << 24) -> int:
+    """How many characters of the file the vocabulary does not know (`read_tokens` read
+    at a time, so memory stays constant)."""
     return sum(
-        int((tokens.read(start, min(chunk, tokens.length - start)) == unknown_id).sum())
-        for start in range(0, tokens.length, chunk)
+        int((tokens.read(start, min(read_tokens, tokens.length - start)) == unknown_id).sum())
+        for start in range(0, tokens.length, read_tokens)
     )
