@@ -18,7 +18,7 @@ from charlm.run.rundir import CHECKPOINTS_DIR, MODEL_FILE, RunDir, TrainState, i
 
 
 @dataclass
-class Checkpoint:
+class LoadedRun:
     model: keras.Model
     vocab: Vocabulary
     config: Config
@@ -27,7 +27,7 @@ class Checkpoint:
     state: TrainState | None
 
 
-def load_checkpoint(path: str | Path, compile: bool = False) -> Checkpoint:
+def load_checkpoint(path: str | Path, compile: bool = False) -> LoadedRun:
     model_path, run_dir = locate(Path(path))
     run = RunDir(run_dir)
     if not run.vocab_path.exists():
@@ -39,7 +39,7 @@ def load_checkpoint(path: str | Path, compile: bool = False) -> Checkpoint:
     check_vocabulary(model, vocab, model_path)
     if is_stateful(model):  # a contiguous-training checkpoint: fixed batch, carried state
         model = stateless_copy(model, config.model, vocab.size)
-    return Checkpoint(model, vocab, config, run_dir, model_path, state)
+    return LoadedRun(model, vocab, config, run_dir, model_path, state)
 
 
 def load_model(path: Path, compile: bool, implementation: str = "fused") -> keras.Model:
