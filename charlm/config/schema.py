@@ -1,6 +1,6 @@
 """Every config key, declared once: its type, default, allowed values and help text.
 
-The README's table of keys (docs.py) and all validation (load.py) are made from these
+docs/config.md's table of keys (docs.py) and all validation (load.py) come from these
 declarations, so they cannot drift apart. The YAML uses Keras's names where Keras has one.
 """
 
@@ -285,6 +285,8 @@ class SampleConfig(Section):
 
 @dataclass
 class Config:
+    """A whole config: its four sections, each checked as it is made."""
+
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -296,6 +298,7 @@ class Config:
         check_cross_field(self)
 
     def to_dict(self) -> dict:
+        """{section: {key: value}}, plain values only: what a run's config.yaml holds."""
         return dataclasses.asdict(self)
 
 
