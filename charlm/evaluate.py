@@ -67,10 +67,10 @@ def evaluate_file(checkpoint: Path, file: Path) -> EvalResult:
     return EvalResult(float(loss), scored, count_unknown(tokens, loaded.vocab.unknown_id))
 
 
-def count_unknown(tokens, unknown_id: int, read_tokens: int = 1 << 24) -> int:
-    """How many characters of the file the vocabulary does not know (`read_tokens` read
-    at a time, so memory stays constant)."""
+def count_unknown(tokens, unknown_id: int, buffer_tokens: int = 1 << 24) -> int:
+    """How many characters of the file the vocabulary does not know (read a buffer of
+    `buffer_tokens` at a time, so memory stays constant)."""
     return sum(
-        int((tokens.read(start, min(read_tokens, tokens.length - start)) == unknown_id).sum())
-        for start in range(0, tokens.length, read_tokens)
+        int((tokens.read(start, min(buffer_tokens, tokens.length - start)) == unknown_id).sum())
+        for start in range(0, tokens.length, buffer_tokens)
     )

@@ -1,7 +1,7 @@
-"""Finding a corpus's files and reading them as Unicode code points, a read at a time.
+"""Finding a corpus's files and reading them as Unicode code points, a buffer at a time.
 
 A corpus spec is a file, a directory, a glob, `builtin:pydoc`, or a list of them.
-Files are read READ_BYTES at a time and decoded as UTF-8 (code points, not bytes), so
+Files are read a buffer (BUFFER_BYTES) at a time and decoded as UTF-8 (code points, not bytes), so
 a corpus is never held in memory whatever its size.
 """
 
@@ -20,9 +20,9 @@ import numpy as np
 from charlm.errors import CorpusError
 from charlm.files import cache_dir, file_problem, write_atomic
 
-# Bytes of a corpus file taken per read: memory stays constant whatever the corpus's size
-# (docs/decisions.md, streamed-corpus).
-READ_BYTES = 1 << 22
+# A buffer: the bytes of a corpus file read at once. Memory stays constant whatever the
+# corpus's size (docs/decisions.md, streamed-corpus).
+BUFFER_BYTES = 1 << 22
 BYTE_ORDER_MARK = 0xFEFF
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_CORPORA = ("pydoc",)
@@ -112,10 +112,10 @@ TABLE_LINE = re.compile(r"^[ \t]*(\+[-=+]+\+|\|.*\|)[ \t]*\n", re.MULTILINE)
 
 
 def read_code_points(path: Path, errors: str = "strict") -> Iterator[tuple[np.ndarray, int]]:
-    """Yield (code points of one read, bytes of the file on disk read so far).
+    """Yield (code points of one buffer, bytes of the file on disk read so far).
 
     Invalid UTF-8 raises a CorpusError naming the byte offset (strict), or becomes
-    U+FFFD (replace). A UTF-8 byte-order mark at the start is dropped. A read of
+    U+FFFD (replace). A UTF-8 byte-order mark at the start is dropped. A buffer of
     pure ASCII skips decoding: its bytes are its code points.
     """
     decoder = codecs.getincrementaldecoder("utf-8")(errors)
@@ -123,10 +123,10 @@ def read_code_points(path: Path, errors: str = "strict") -> Iterator[tuple[np.nd
     with open_bytes(path) as stream:
         while True:
             try:
-                data = stream.read(READ_BYTES)
+                data = stream.read(BUFFER_BYTES)
             except (OSError, EOFError) as error:
                 raise CorpusError(f"{path}: cannot be read ({error})") from None
-            held_back = len(decoder.getstate()[0])  # an incomplete character from the last read
+            held_back = len(decoder.getstate()[0])  # an incomplete character from the last buffer
             if consumed and data.isascii() and not held_back:
                 points = np.frombuffer(data, dtype=np.uint8)
             else:
