@@ -1,11 +1,11 @@
 """tf.data pipelines over token files: training windows and sequential evaluation windows.
 
 Training batch `step` is a pure function of (seed, step). Random windows start at
-offsets drawn from a generator seeded with both; contiguous windows cut the text
-into `batch_size` equal parts, row i of every batch reads part i, and step n reads the
-n-th window of every part. Resuming at
-step k therefore needs nothing but k — no iterator state, no RNG state to save —
-and every run with the same seed sees the same data in the same order.
+offsets drawn from a generator seeded with both; contiguous windows cut the text into
+`batch_size` equal parts, row i of every batch reads part i, and step n reads the n-th
+window of every part. Resuming at step k therefore needs nothing but k — no iterator
+state, no RNG state to save — and every run with the same seed sees the same data in
+the same order.
 """
 
 from __future__ import annotations
