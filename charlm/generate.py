@@ -86,10 +86,11 @@ def stream_seed(seed: int, index: int) -> int:
 class Sampler:
     """Generates text from a trained charlm model, several streams at once."""
 
-    def __init__(self, model: keras.Model, vocab: Vocabulary):
+    def __init__(self, model: keras.Model, vocab: Vocabulary, live: bool = False):
+        """`live`: the weights can be read again (see CharacterStep)."""
         self.vocab = vocab
         self.min_rows = 1  # rows a batch runs as, at least (see INVARIANT_ROWS)
-        self.model_step = CharacterStep(model)
+        self.model_step = CharacterStep(model, live)
         self.unknown_mask = tf.constant(
             np.where(np.arange(vocab.size) == vocab.unknown_id, -np.inf, 0.0), tf.float32
         )

@@ -71,6 +71,7 @@ from charlm.training.preflight import (
     model_file_bytes,
 )
 from charlm.training.reporter import Reporter, SilentReporter
+from charlm.training.timeline import Timeline
 
 
 @dataclass
@@ -110,6 +111,7 @@ class Run:
         self.steps_per_pass = 0  # contiguous training: steps in one pass over the text
         self.eval_model = None  # contiguous training: a stateless twin for evaluation
         self.gradient_health = None  # a GradientHealth, set once the model is built
+        self.timeline = Timeline(config)
         self.vocab = None
         self.val_digest = None  # tells whether two runs were validated on the same text
         self.train_chars_per_s = None  # the last segment's, set by StepMonitor
