@@ -84,10 +84,10 @@ def stream_seed(seed: int, index: int) -> int:
 
 
 class Sampler:
-    """Generates text from a trained charlm model, several streams at once."""
+    """Generates text from a trained charlm model, several streams at once; with `live`,
+    its weights can be read again (see CharacterStep)."""
 
     def __init__(self, model: keras.Model, vocab: Vocabulary, live: bool = False):
-        """`live`: the weights can be read again (see CharacterStep)."""
         self.vocab = vocab
         self.min_rows = 1  # rows a batch runs as, at least (see INVARIANT_ROWS)
         self.model_step = CharacterStep(model, live)

@@ -104,7 +104,15 @@ def trained_run(tmp_path_factory) -> Path:
     os.environ.setdefault("CHARLM_CACHE_DIR", str(root / "cache"))
     corpus = root / "corpus.txt"
     corpus.write_text(generated_text(20_000, extra="éλ"), encoding="utf-8")
-    train(tiny_config(corpus, root / "run", "train.steps=30", "train.eval_interval=15"))
+    train(
+        tiny_config(
+            corpus,
+            root / "run",
+            "train.steps=30",
+            "train.eval_interval=15",
+            "train.timeline_length=200",
+        )
+    )
     return root / "run"
 
 

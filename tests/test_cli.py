@@ -391,13 +391,17 @@ def test_eval_counts_characters_outside_the_vocabulary(trained_run, tmp_path):
 
 @pytest.mark.slow
 def test_bench_times_a_cell_through_the_cli_and_prints_json(monkeypatch):
-    """The real benchmark at the reference size, one cell, two timed steps (PyTorch left
+    """The real benchmark on a small model, one cell, two timed steps (PyTorch left
     out so the test does not depend on it being installed)."""
     import json
 
-    from charlm.bench import report
+    from charlm.bench import reference, report, training
 
     monkeypatch.setattr(report, "importable_torch", lambda threads: None)
+    # A small model in place of the reference: the test is of the command, not the figures.
+    for key, value in {"units": 32, "embedding_dim": 8, "batch_size": 8, "seq_length": 20}.items():
+        monkeypatch.setitem(reference.REFERENCE, key, value)
+    monkeypatch.setattr(training, "VALIDATION_CHARS", 2_000)
     result = invoke("bench", "--cells", "simple_rnn", "--steps", "2", "--json")
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)

@@ -128,6 +128,7 @@ def test_a_resumed_run_reports_gradients_and_timeline_as_an_uninterrupted_one(
     tmp_path, corpus_file
 ):
     settings = ("model.cell=lstm", "train.steps=20", "train.eval_interval=10")
+    settings += ("train.timeline_length=50",)
     whole = train(tiny_config(corpus_file, tmp_path / "whole", *settings))
     first = train(tiny_config(corpus_file, tmp_path / "split", *settings), reporter=InterruptAt(7))
     assert first.state.step == 7
