@@ -61,9 +61,17 @@ def pytest_collection_modifyitems(config, items):
         split_cpu(2)
 
 
+MATRIX_CASES = []  # each case's outcome, from its report (which pytest-xdist's workers send)
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and report.passed:
+        MATRIX_CASES.extend(value for name, value in report.user_properties if name == "matrix")
+
+
 def pytest_terminal_summary(terminalreporter):
     """How many cases of the combination matrix (tests/test_matrix.py) ran."""
-    cases = getattr(terminalreporter.config, "charlm_matrix_cases", [])
+    cases = MATRIX_CASES
     if cases:
         terminalreporter.write_line(
             f"combination matrix: {len(cases)} cases ran ({cases.count('trained')} trained, "
