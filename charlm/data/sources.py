@@ -135,8 +135,9 @@ def read_code_points(path: Path, errors: str = "strict") -> Iterator[tuple[np.nd
                 except UnicodeDecodeError as error:
                     offset = consumed - held_back + error.start
                     raise CorpusError(
-                        f"{path}: invalid UTF-8 at byte offset {offset}; fix "
-                        f"the file or set data.encoding_errors: replace"
+                        f"{path}: invalid UTF-8 at byte offset {offset}; convert it "
+                        f"(iconv -f cp1251 -t utf-8, say), or set data.encoding_errors: "
+                        f"replace to read each bad byte as U+FFFD"
                     ) from None
             if not consumed and len(points) and points[0] == BYTE_ORDER_MARK:
                 points = points[1:]
