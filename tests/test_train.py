@@ -86,7 +86,17 @@ def test_time_annealed_rate_warms_up_over_steps_and_ends_at_the_budget():
     assert time_annealed_rate(config, 50, 250.0) == pytest.approx(0.001)
 
 
-def test_time_annealed_run_stops_at_the_budget_with_the_rate_at_its_floor(tmp_path, corpus_file):
+def test_time_annealed_run_stops_at_the_budget_with_the_rate_at_its_floor(
+    tmp_path, corpus_file, monkeypatch
+):
+    """The run's clock advances 0.1 s each time it is read, so the steps the budget buys do
+    not depend on the machine's load (a slow first step would end the run in its warm-up)."""
+    from types import SimpleNamespace
+
+    from charlm.training import loop
+
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=lambda: next(ticks) / 10))
     result = train(
         tiny_config(
             corpus_file,
@@ -97,6 +107,7 @@ def test_time_annealed_run_stops_at_the_budget_with_the_rate_at_its_floor(tmp_pa
             "train.anneal_over=time_budget",
             "train.time_budget_s=4",
             "train.min_lr_fraction=0.1",
+            "train.warmup_steps=5",
         )
     )
     assert result.stopped_by == "time budget"
