@@ -40,6 +40,7 @@ SLOW_MODULES = {
     "test_serve",
     "test_serve_fuzz",
     "test_serve_hardening",
+    "test_serve_protocol",
     "test_startup",
     "test_train",
 }

@@ -104,6 +104,7 @@ def serve(
         max_tokens=max_tokens,
         max_prompt_chars=max_prompt_chars,
         lanes=lanes,
+        queue=queue,
         max_body_bytes=max_body_bytes,
         body_timeout=body_timeout,
     )

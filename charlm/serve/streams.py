@@ -121,10 +121,20 @@ def prompts_of(streams: list[Stream]) -> list[np.ndarray]:
     return [stream.prompt_ids for stream in streams]
 
 
-def request_streams(prompt_ids, n: int, seed: int, emitter, **controls) -> list[Stream]:
-    """The streams of a request for `n` samples: sample k uses seed stream_seed(seed, k),
-    as `charlm sample --num-samples n --seed seed` does, and emits through emitter(k)."""
+def request_streams(
+    prompts: list[np.ndarray], n: int, seed: int, emitter, **controls
+) -> list[Stream]:
+    """The streams of a request for `n` samples of each of `prompts` (the ids each is read
+    as), prompt-major as OpenAI indexes choices: sample k of a prompt uses seed
+    stream_seed(seed, k), as `charlm sample --num-samples n --seed seed` does for that
+    prompt alone, and choice i emits through emitter(i)."""
     return [
-        Stream(prompt_ids=prompt_ids, seed=stream_seed(seed, k), emit=emitter(k), **controls)
+        Stream(
+            prompt_ids=prompt_ids,
+            seed=stream_seed(seed, k),
+            emit=emitter(p * n + k),
+            **controls,
+        )
+        for p, prompt_ids in enumerate(prompts)
         for k in range(n)
     ]
