@@ -1,7 +1,8 @@
 """`charlm serve` speaking the rest of OpenAI's completions protocol, through one real
 server process: every form of `prompt`, `logprobs` and `echo` (their numbers against
 `LanguageModel.score` and against the plain Keras model), `max_tokens: 0`, `logit_bias`,
-up to 16 stop strings, `user`, streaming with logprobs, and the refusals of bad values."""
+up to 16 stop strings, `user`, streaming with logprobs, and the refusals of bad values;
+the tokenizer endpoints; chat completions through the `openai` client."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 import charlm
-from tests.helpers import Server, events
+from tests.helpers import Server, events, invoke
 
 SAMPLING = {"max_tokens": 40, "temperature": 0.9, "seed": 5}
 
@@ -20,8 +21,9 @@ SAMPLING = {"max_tokens": 40, "temperature": 0.9, "seed": 5}
 @pytest.fixture(scope="module")
 def server(trained_run):
     running = Server(
-        trained_run, "--lanes", 4, "--queue", 16, "--max-tokens", 2000, "--max-prompt-chars", 3000
-    )
+        trained_run, "--lanes", 4, "--queue", 16, "--max-tokens", 2000, "--max-prompt-chars", 3000,
+        "--chat-roles", "user=ROMEO,assistant=JULIET",
+    )  # fmt: skip
     yield running
     running.stop()
 
@@ -220,3 +222,64 @@ def test_bad_tokenizer_requests_get_a_400_naming_the_field(server, path, body, p
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["param"] == param and fragment in error["message"], error
+
+
+CHAT = [
+    {"role": "system", "content": "a play"},
+    {"role": "user", "content": "the cat sat on"},
+    {"role": "assistant", "content": "a mat"},
+    {"role": "user", "content": "and then"},
+]
+TRANSCRIPT = "system: a play\nROMEO: the cat sat on\nJULIET: a mat\nROMEO: and then\nJULIET: "
+SPEAKERS = ["\nsystem:", "\nROMEO:", "\nJULIET:"]
+
+
+def test_chat_continues_the_transcript_as_the_assistant(server):
+    import openai
+
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused")
+    options = {"max_tokens": 60, "temperature": 0.9, "seed": 4, "n": 2}
+    expected = complete(server, prompt=TRANSCRIPT, stop=SPEAKERS, **options)
+    reply = client.chat.completions.create(model="run", messages=CHAT, **options)
+    assert reply.object == "chat.completion"
+    assert [c.message.content for c in reply.choices] == [c["text"] for c in expected["choices"]]
+    assert {c.message.role for c in reply.choices} == {"assistant"}
+    assert [c.finish_reason for c in reply.choices] == ["length", "length"]
+    assert reply.usage.prompt_tokens == expected["usage"]["prompt_tokens"]
+    stream = client.chat.completions.create(model="run", messages=CHAT, stream=True, **options)
+    chunks = [chunk for chunk in stream]
+    assert {chunk.object for chunk in chunks} == {"chat.completion.chunk"}
+    for index, choice in enumerate(reply.choices):
+        deltas = [c.choices[0] for c in chunks if c.choices[0].index == index]
+        assert deltas[0].delta.role == "assistant" and deltas[-1].finish_reason == "length"
+        assert "".join(d.delta.content for d in deltas) == choice.message.content
+
+
+def test_chat_takes_max_completion_tokens(server):
+    body = {"messages": CHAT, "max_completion_tokens": 7, "seed": 1}
+    reply = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=30).json()
+    assert len(reply["choices"][0]["message"]["content"]) == 7
+
+
+@pytest.mark.parametrize(
+    "body, param, fragment",
+    [
+        ({}, "messages", "non-empty list"),
+        ({"messages": [{"role": "robot", "content": "x"}]}, "messages", "role must be one of"),
+        ({"messages": CHAT, "logprobs": True}, "logprobs", "not supported"),
+        ({"messages": CHAT, "top_p": 0}, "top_p", "above 0"),
+        ({"messages": CHAT, "prompt": "x"}, "prompt", "unknown field"),
+        ({"messages": [{"role": "user", "content": "a" * 3000}]}, "messages", "at most 3,000"),
+    ],
+)
+def test_bad_chat_requests_get_a_400_naming_the_field(server, body, param, fragment):
+    response = post(server, "/v1/chat/completions", body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and fragment in error["message"], error
+
+
+def test_bad_chat_roles_are_refused_in_one_line(trained_run):
+    result = invoke("serve", "-c", trained_run, "--chat-roles", "narrator=X")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert "--chat-roles takes ROLE=NAME pairs" in result.stderr

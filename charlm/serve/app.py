@@ -4,6 +4,7 @@ playground page, on Starlette (served by uvicorn).
     POST /v1/completions   prompt (strings or token ids), max_tokens, temperature, top_p,
                            top_k, n, seed, stop, logprobs, echo, logit_bias, user, stream
                            (server-sent events ending with `data: [DONE]`): completions.py
+    POST /v1/chat/completions   messages as a transcript the model continues: chat.py
     GET  /tokenizer_info   the vocabulary as vLLM describes a tokenizer: tokenizer.py
     POST /tokenize         text -> token ids
     POST /detokenize       token ids -> text
@@ -31,6 +32,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from charlm.serve.chat import ChatShape, parse_chat
 from charlm.serve.completions import STOPPING, Shape, answer
 from charlm.serve.engine import Engine
 from charlm.serve.errors import RequestError
@@ -40,6 +42,7 @@ from charlm.serve.inspect import Inspector
 from charlm.serve.logprobs import Scoring
 from charlm.serve.requests import Limits, parse_completion
 from charlm.serve.tokenizer import detokenize, tokenize, tokenizer_info
+from charlm.serve.transcript import ROLES
 from charlm.textgen import TextGenerator
 
 STATIC = resources.files("charlm.serve") / "static"
@@ -48,8 +51,16 @@ STATIC = resources.files("charlm.serve") / "static"
 class Service:
     """What the routes share: the engine, the loaded run, the limits and the key."""
 
-    def __init__(self, engine: Engine, loaded, limits: Limits, api_key: str | None):
+    def __init__(
+        self,
+        engine: Engine,
+        loaded,
+        limits: Limits,
+        api_key: str | None,
+        chat_roles: dict[str, str] = ROLES,
+    ):
         self.engine, self.loaded, self.limits, self.api_key = engine, loaded, limits, api_key
+        self.chat_roles = chat_roles  # each chat role's name in a transcript
         # The library's rules of reading and sampling, on the engine's own sampler.
         self.generator = TextGenerator(
             loaded.model, loaded.vocab, loaded.config.sample, sampler=engine.sampler
@@ -98,6 +109,11 @@ def create_app(service: Service) -> Starlette:
         completion = parse_completion(body, service.generator, service.limits)
         return await answer(service, completion, request, Shape())
 
+    async def chat(request: Request) -> Response:
+        body = await read_json(request, service.limits, service.stopping)
+        completion = parse_chat(body, service.generator, service.limits, service.chat_roles)
+        return await answer(service, completion, request, ChatShape())
+
     def json_route(handler):
         """A route that answers `handler(service, body)` for a POST's JSON body."""
 
@@ -139,6 +155,7 @@ def create_app(service: Service) -> Starlette:
         routes=[
             Route("/v1/completions", guarded(completions), methods=["POST"]),
             Route("/v1/inspect", guarded(Inspector(service).route), methods=["POST"]),
+            Route("/v1/chat/completions", guarded(chat), methods=["POST"]),
             Route("/tokenizer_info", guarded(tokenizer)),
             Route("/tokenize", guarded(json_route(tokenize)), methods=["POST"]),
             Route("/detokenize", guarded(json_route(detokenize)), methods=["POST"]),
