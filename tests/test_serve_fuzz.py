@@ -1,5 +1,6 @@
 """Property-based fuzzing of `POST /v1/completions` on a real `charlm serve` process:
-hypothesis writes bodies from the request schema and mutates them (values of every JSON
+hypothesis writes bodies from the request schema (every form of prompt, echo, logprobs,
+logit_bias) and mutates them (values of every JSON
 type and width, unknown and unencodable field names, deep nesting, broken encodings,
 other content types). Whatever it sends: never a 5xx, an OpenAI error object with every
 4xx, a well-formed completion with every 200; and valid requests sent beside the fuzzed
@@ -23,11 +24,15 @@ from tests.helpers import Server  # noqa: E402
 MAX_TOKENS = 40
 LANES = 4
 
+IDS = st.integers(0, 20)  # token ids the tiny model's vocabulary holds
 # Values of the request's fields that the server must accept.
 VALID = st.fixed_dictionaries(
     {},
     optional={
-        "prompt": st.text(max_size=60) | st.lists(st.text(max_size=20), min_size=1, max_size=1),
+        "prompt": st.text(max_size=60)
+        | st.lists(st.text(max_size=20), min_size=1, max_size=3)
+        | st.lists(IDS, min_size=1, max_size=30)
+        | st.lists(st.lists(IDS, max_size=20), min_size=1, max_size=3),
         "max_tokens": st.integers(0, MAX_TOKENS),
         "temperature": st.floats(0, 3),
         "top_k": st.integers(0, 10),
@@ -37,8 +42,9 @@ VALID = st.fixed_dictionaries(
         "stop": st.lists(st.text(min_size=1, max_size=4), max_size=4) | st.text(min_size=1),
         "stream": st.booleans(),
         "model": st.text(max_size=10),
-        "echo": st.just(False),
-        "logprobs": st.none(),
+        "echo": st.booleans(),
+        "logprobs": st.none() | st.integers(0, 5),
+        "logit_bias": st.dictionaries(IDS.map(str), st.integers(-100, 100), max_size=3),
         "user": st.none() | st.text(max_size=5),
     },
 )
@@ -127,7 +133,11 @@ def check_reply(response: httpx.Response, content: bytes) -> None:
         return
     body = response.json()
     assert body["object"] == "text_completion" and body["choices"]
-    assert all(len(choice["text"]) <= MAX_TOKENS for choice in body["choices"])
+    for choice in body["choices"]:
+        if choice["logprobs"] is not None:
+            assert len(choice["logprobs"]["tokens"]) == len(choice["text"])
+    generated = body["usage"]["completion_tokens"]
+    assert generated <= MAX_TOKENS * len(body["choices"])
 
 
 def test_no_body_gets_a_5xx_and_valid_requests_beside_all_succeed(server, valid_beside):
