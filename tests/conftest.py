@@ -38,6 +38,7 @@ SLOW_MODULES = {
     "test_notebook",
     "test_playground",
     "test_serve",
+    "test_serve_clients",
     "test_serve_fuzz",
     "test_serve_hardening",
     "test_serve_protocol",
