@@ -41,6 +41,7 @@ SLOW_MODULES = {
     "test_serve_clients",
     "test_serve_fuzz",
     "test_serve_hardening",
+    "test_serve_openapi",
     "test_serve_protocol",
     "test_startup",
     "test_train",

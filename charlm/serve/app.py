@@ -12,6 +12,7 @@ playground page, on Starlette (served by uvicorn).
     GET  /v1/models        the loaded run
     GET  /v1/run           its facts and validation history (for the playground)
     GET  /health           liveness and lane use (open without the API key)
+    GET  /openapi.json     this API as an OpenAPI document (open): openapi.py
     GET  /                 the playground page (open: it asks for the key, if one is set)
 
 What a request must be before a route reads it (a JSON body under a cap, sent in time,
@@ -40,6 +41,7 @@ from charlm.serve.facts import facts
 from charlm.serve.http import ErrorResponse, read_json, unauthorised
 from charlm.serve.inspect import Inspector
 from charlm.serve.logprobs import Scoring
+from charlm.serve.openapi import document
 from charlm.serve.requests import Limits, parse_completion
 from charlm.serve.tokenizer import detokenize, tokenize, tokenizer_info
 from charlm.serve.transcript import ROLES
@@ -147,6 +149,11 @@ def create_app(service: Service) -> Starlette:
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", **service.engine.load()})
 
+    async def openapi(request: Request) -> Response:
+        from charlm import __version__
+
+        return JSONResponse(document(__version__))
+
     async def page(request: Request) -> Response:
         return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
 
@@ -162,6 +169,7 @@ def create_app(service: Service) -> Starlette:
             Route("/v1/models", guarded(models)),
             Route("/v1/run", guarded(run_facts)),
             Route("/health", health),
+            Route("/openapi.json", openapi),
             Route("/", page),
             Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
         ],
