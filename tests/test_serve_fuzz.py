@@ -3,9 +3,9 @@ hypothesis writes bodies from the request schema (every form of prompt, echo, lo
 logit_bias) and mutates them (values of every JSON
 type and width, unknown and unencodable field names, deep nesting, broken encodings,
 other content types). Whatever it sends: never a 5xx, an OpenAI error object with every
-4xx, a well-formed completion with every 200; and valid requests sent beside the fuzzed
-ones, all the while, all get their text. Bounded (a fixed number of examples, derived
-deterministically) so that it runs in CI in seconds."""
+4xx, a well-formed completion with every 200, each as /openapi.json describes it; and
+valid requests sent beside the fuzzed ones, all the while, all get their text. Bounded (a
+fixed number of examples, derived deterministically) so that it runs in CI in seconds."""
 
 from __future__ import annotations
 
@@ -120,9 +120,27 @@ def valid_beside(server):
     sender.join()
 
 
-def check_reply(response: httpx.Response, content: bytes) -> None:
+def schema_check(server):
+    """A function that asserts a reply body is the server's OpenAPI schema `name`."""
+    from jsonschema import Draft202012Validator
+
+    components_of = {"components": httpx.get(f"{server.url}/openapi.json").json()["components"]}
+    validators = {
+        name: Draft202012Validator({"$ref": f"#/components/schemas/{name}", **components_of})
+        for name in ("Completion", "Error")
+    }
+
+    def check(name: str, body) -> None:
+        error = next(validators[name].iter_errors(body), None)
+        assert error is None, f"{name}: {error.message} at {list(error.absolute_path)}"
+
+    return check
+
+
+def check_reply(response: httpx.Response, content: bytes, schema) -> None:
     assert response.status_code < 500, (content[:300], response.text[:300])
     if response.status_code >= 400:
+        schema("Error", response.json())
         error = response.json()["error"]
         assert set(error) == {"message", "type", "param", "code"}, response.text[:300]
         assert isinstance(error["message"], str) and error["message"]
@@ -132,6 +150,7 @@ def check_reply(response: httpx.Response, content: bytes) -> None:
         assert response.text.rstrip().endswith("data: [DONE]"), response.text[-300:]
         return
     body = response.json()
+    schema("Completion", body)
     assert body["object"] == "text_completion" and body["choices"]
     for choice in body["choices"]:
         if choice["logprobs"] is not None:
@@ -141,6 +160,7 @@ def check_reply(response: httpx.Response, content: bytes) -> None:
 
 
 def test_no_body_gets_a_5xx_and_valid_requests_beside_all_succeed(server, valid_beside):
+    schema = schema_check(server)
     with httpx.Client(timeout=60) as client:
 
         @settings(
@@ -158,7 +178,7 @@ def test_no_body_gets_a_5xx_and_valid_requests_beside_all_succeed(server, valid_
                 content=content,
                 headers={"Content-Type": content_type},
             )
-            check_reply(response, content)
+            check_reply(response, content, schema)
 
         fuzz()
     assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
