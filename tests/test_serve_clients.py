@@ -17,7 +17,7 @@ import pytest
 import charlm
 from tests.helpers import Server
 
-TASKS = Path(__file__).parent / "lm_eval_tasks"
+ROOT = Path(__file__).resolve().parent.parent  # the tasks' data paths are relative to it
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +45,11 @@ def lm_eval(server, out: Path) -> dict[str, list[dict]]:
     command = [
         *(sys.executable, "-m", "lm_eval", "--model", "local-completions"),
         *("--model_args", model_args, "--tasks", "charlm_rolling,charlm_choice"),
-        *("--include_path", ".", "--log_samples", "--output_path", str(out)),
+        *("--include_path", "tests/lm_eval_tasks", "--log_samples", "--output_path", str(out)),
     ]
     offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "0"}
     done = subprocess.run(
-        command, cwd=TASKS, env={**os.environ, **offline}, capture_output=True, text=True
+        command, cwd=ROOT, env={**os.environ, **offline}, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr[-4000:]
     found = {}
