@@ -36,7 +36,7 @@ def generate_corpus(path: Path, size: int, seed: int = 0) -> None:
     """Pseudo-English with some non-ASCII words, `size` bytes, the same every time.
 
     A 64 MiB block of random words is written rotated by a different offset each time,
-    so no chunk of the file repeats the previous one byte for byte.
+    so no stretch of the file repeats the previous one byte for byte.
     """
     rng = np.random.default_rng(seed)
     letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))

@@ -88,8 +88,18 @@ def reporter_for(progress: bool):
 
 
 def load(path: str | Path) -> LanguageModel:
-    """The model of a run directory, one of its checkpoint directories, or a `.keras` file
-    inside a run; RunError if it is none of them."""
+    """Load a trained run for generating, scoring and inspecting text.
+
+    Args:
+        path: a run directory, one of its checkpoint directories, or a `.keras` file
+            inside a run (what `--checkpoint` takes).
+
+    Returns:
+        LanguageModel: the run's model, vocabulary and sample defaults.
+
+    Raises:
+        charlm.errors.RunError: `path` is none of these, or its files cannot be loaded.
+    """
     from charlm.run.load import load_checkpoint
 
     return LanguageModel(load_checkpoint(Path(path)), Path(path))
@@ -165,9 +175,16 @@ class LanguageModel:
         return texts[0] if n == 1 else texts
 
     def stream(self, prime: str = "", **options) -> Iterator[str] | Iterator[list[str]]:
-        """generate's text in pieces as it is made, in flat memory for any length; takes
-        generate's arguments. Yields str pieces, or with n > 1 lists of one piece per
-        sample. Joined, the pieces are generate's text."""
+        """generate's text in pieces as it is made, in flat memory for any length.
+
+        Args:
+            prime: as generate's.
+            **options: generate's keyword arguments (length, temperature, seed, n, …).
+
+        Yields:
+            str pieces, or with n > 1 lists of n pieces (one per sample). Joined, the
+            pieces are generate's text.
+        """
         settings = self.generator.settings(**options)
         for pieces in self.generator.pieces(self.generator.readable(prime), settings):
             yield pieces[0] if settings.n == 1 else pieces
@@ -175,6 +192,10 @@ class LanguageModel:
     def score(self, text: str, *, top: int = 5):
         """How likely the model finds each character of `text`, each predicted from the
         state after a newline followed by the characters before it.
+
+        Args:
+            text: the characters to score; ones outside the vocabulary score as unknown.
+            top: how many likely characters to list at each position.
 
         Returns:
             Scores: `logprobs` (len(text),) natural-log probabilities; `top` the `top` most
@@ -185,33 +206,66 @@ class LanguageModel:
 
     def activations(self, text: str) -> list[dict]:
         """What each recurrent layer holds after each character of `text`, read from the
-        state after a newline (as `score` reads it): one dict per layer of arrays shaped
-        (len(text), units), row t after text[t]. Keys: `hidden`; an LSTM's `input_gate`,
-        `forget_gate`, `output_gate`, `candidate` and `cell`; a GRU's `update_gate`,
-        `reset_gate` and `candidate` (Keras's convention: hidden = update_gate * previous
-        + (1 - update_gate) * candidate). See charlm.inspect.activations."""
+        state after a newline (as `score` reads it). See charlm.inspect.activations.
+
+        Args:
+            text: the characters to read.
+
+        Returns:
+            One dict per recurrent layer, of float32 arrays shaped (len(text), units), row
+            t after text[t]. Keys: `hidden`; an LSTM's `input_gate`, `forget_gate`,
+            `output_gate`, `candidate` and `cell`; a GRU's `update_gate`, `reset_gate` and
+            `candidate` (Keras's convention: hidden = update_gate * previous
+            + (1 - update_gate) * candidate).
+        """
         from charlm.inspect.activations import activations
 
         return activations(self.keras_model, self.vocabulary, text)
 
     def find_units(self, text: str, *, top: int = 5) -> dict:
-        """A heuristic: per property of `text` (inside quotes, inside brackets, position
-        in line, start of word, after newline, digit, upper case), the `top` units whose
-        value (hidden state or a gate) correlates most with it, as Unit(layer, quantity,
-        unit, correlation). A correlation on one text, not a proof of what a unit does.
-        See charlm.inspect.units."""
+        """A heuristic: the units whose value (hidden state or a gate) correlates most
+        with simple properties of `text`. A correlation on one text, not a proof of what
+        a unit does. See charlm.inspect.units.
+
+        Args:
+            text: the characters to read (a few thousand give steadier correlations).
+            top: units to list per property.
+
+        Returns:
+            dict: property name (inside quotes, inside brackets, position in line, start
+            of word, after newline, digit, upper case) -> up to `top` Unit(layer,
+            quantity, unit, correlation), strongest first.
+        """
         from charlm.inspect.units import find_units
 
         return find_units(self.activations(text), text, top)
 
     def evaluate(self, path: str | Path) -> float:
-        """The loss on a text file in nats per character: the number `charlm eval` prints."""
+        """Score a text file as validation is scored: the number `charlm eval` prints.
+
+        Args:
+            path: a UTF-8 text file of at least 2 characters.
+
+        Returns:
+            The loss in nats per character (divide by ln 2 for bits).
+
+        Raises:
+            charlm.errors.CorpusError: the file is missing, binary or too short.
+        """
         from charlm.evaluate import evaluate_file
 
         return evaluate_file(self.path, Path(path)).loss
 
     def export(self, out_dir: str | Path) -> Path:
-        """The model as a TensorFlow SavedModel with a `generate` signature (`charlm export`)."""
+        """Write the model as a TensorFlow SavedModel with a `generate` signature, as
+        `charlm export` does (its inputs: docs/serving.md).
+
+        Args:
+            out_dir: the directory to write; it must not exist yet or be empty.
+
+        Returns:
+            `out_dir`, as a Path.
+        """
         from charlm.export import export_saved_model
 
         export_saved_model(self.path, Path(out_dir))
@@ -224,7 +278,16 @@ class LanguageModel:
 
 
 def run_info(loaded) -> dict:
-    """A loaded run's facts, as `charlm info` prints them."""
+    """A loaded run's facts, as `charlm info` prints them.
+
+    Args:
+        loaded: a LoadedRun (charlm.run.load).
+
+    Returns:
+        dict: run_dir, model_path, parameters, vocabulary_size, steps, best_val_loss
+        (nats), best_val_bits, best_step, training_time_s (None for a run without a
+        checkpoint state), config (the resolved config as nested dicts).
+    """
     from charlm.model.build import parameter_count
 
     state = loaded.state

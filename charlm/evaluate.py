@@ -19,18 +19,35 @@ from charlm.run.load import load_checkpoint
 
 @dataclass
 class EvalResult:
+    """What `charlm eval` prints."""
+
     loss: float  # nats per character
     chars: int  # characters scored
     unknown: int  # characters outside the model's vocabulary
 
     @property
     def bits(self) -> float:
+        """The loss in bits per character."""
         return self.loss / math.log(2)
 
 
 def evaluate_file(checkpoint: Path, file: Path) -> EvalResult:
     """Score `file` the way validation is scored during training: consecutive windows of
-    train.eval_seq_length (default train.seq_length) characters, each from a fresh state."""
+    train.eval_seq_length (default train.seq_length) characters, each from a fresh state.
+
+    Args:
+        checkpoint: what `--checkpoint` takes (a run directory, a checkpoint directory or
+            a `.keras` file inside a run).
+        file: a UTF-8 text file of at least 2 characters.
+
+    Returns:
+        EvalResult: the mean loss over the characters scored (the tail shorter than a
+        window is left out), how many were scored, how many the vocabulary lacks.
+
+    Raises:
+        charlm.errors.CorpusError: the file is missing, binary, not UTF-8 or too short.
+        charlm.errors.RunError: the run cannot be loaded.
+    """
     loaded = load_checkpoint(checkpoint)
     problem = file_problem(file)
     if problem:
@@ -50,9 +67,10 @@ def evaluate_file(checkpoint: Path, file: Path) -> EvalResult:
     return EvalResult(float(loss), scored, count_unknown(tokens, loaded.vocab.unknown_id))
 
 
-def count_unknown(tokens, unknown_id: int, chunk: int = 1 << 24) -> int:
-    """How many characters of the file the vocabulary does not know (read in chunks)."""
+def count_unknown(tokens, unknown_id: int, buffer_tokens: int = 1 << 24) -> int:
+    """How many characters of the file the vocabulary does not know (read a buffer of
+    `buffer_tokens` at a time, so memory stays constant)."""
     return sum(
-        int((tokens.read(start, min(chunk, tokens.length - start)) == unknown_id).sum())
-        for start in range(0, tokens.length, chunk)
+        int((tokens.read(start, min(buffer_tokens, tokens.length - start)) == unknown_id).sum())
+        for start in range(0, tokens.length, buffer_tokens)
     )

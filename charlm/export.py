@@ -34,6 +34,17 @@ SIGNATURE = [
 
 
 def export_saved_model(checkpoint: Path, out: Path) -> None:
+    """Write a run's model as a SavedModel with the `generate` signature above.
+
+    Args:
+        checkpoint: what `--checkpoint` takes (a run directory, a checkpoint directory,
+            or a `.keras` file inside a run).
+        out: the directory to write (created; it may exist only if empty). It receives
+            the SavedModel and the run's vocab.json.
+
+    Raises:
+        charlm.errors.RunError: `out` is not empty, or the run cannot be loaded.
+    """
     if out.exists() and any(out.iterdir()):
         raise RunError(f"export directory {out} is not empty; give a new directory")
     loaded = load_checkpoint(checkpoint)

@@ -43,12 +43,13 @@ READ_CHARS = 128  # prompt characters per compiled call (a fixed width: one XLA 
 
 
 class Sampler:
-    """Generates text from a trained charlm model, several streams at once."""
+    """Generates text from a trained charlm model, several streams at once; with `live`,
+    its weights can be read again (see CharacterStep)."""
 
-    def __init__(self, model: keras.Model, vocab: Vocabulary):
+    def __init__(self, model: keras.Model, vocab: Vocabulary, live: bool = False):
         self.vocab = vocab
         self.min_rows = 1  # rows a batch runs as, at least (see INVARIANT_ROWS)
-        self.model_step = CharacterStep(model)
+        self.model_step = CharacterStep(model, live)
         self.unknown_mask = tf.constant(
             np.where(np.arange(vocab.size) == vocab.unknown_id, -np.inf, 0.0), tf.float32
         )

@@ -50,7 +50,11 @@ class Settings:
 
 
 def random_seed() -> int:
-    """The seed used when none is given: a fresh one per call (the caller may print it)."""
+    """The seed used when none is given: a fresh one per call (the caller may print it).
+
+    Returns:
+        An int in [0, 2**31).
+    """
     return time.time_ns() % 2**31
 
 
@@ -62,9 +66,22 @@ def resolve_settings(
     vocab_size: int | None = None,
     **given,
 ) -> Settings:
-    """Settings from `given` (length, temperature, top_k, top_p, seed, n; None means the
-    run's default from `defaults`), each checked against its declaration; a ConfigError
-    names the setting (`sample.top_p`). With `vocab_size`, top_k is checked against it."""
+    """Resolve and check a caller's sampling settings.
+
+    Args:
+        defaults: the run's sample section; it fills every setting given as None (n: 1).
+        argmax: take the most likely character each time (temperature 0).
+        stop: None, a stop string or a list of them (check_stop).
+        vocab_size: the model's vocabulary size; top_k may not exceed it.
+        **given: length, temperature, top_k, top_p, seed, n, each None or a value.
+
+    Returns:
+        Settings, every value set; `seed` drawn by random_seed() when none was given.
+
+    Raises:
+        charlm.errors.ConfigError: a value out of range, naming its setting (`sample.top_p`).
+        TypeError: a setting name that is not one of the above.
+    """
     unknown = sorted(set(given) - set(SETTING_NAMES))
     if unknown:
         raise TypeError(f"unknown sampling setting {unknown[0]!r}")
@@ -94,11 +111,22 @@ def resolve_settings(
 
 
 def check_sample_key(key: str, value):
+    """Check `value` against the declaration of sample.`key`; returns it (ConfigError if not)."""
     return check_setting("sample", key, value, f"sample.{key}")
 
 
 def check_stop(stop) -> tuple[str, ...]:
-    """Stop strings as a tuple: None, one string or a list of them, none empty."""
+    """Stop strings as a tuple.
+
+    Args:
+        stop: None, one string, or a list or tuple of them.
+
+    Returns:
+        The strings, () for None.
+
+    Raises:
+        charlm.errors.ConfigError: an empty string or something not a string.
+    """
     if stop is None:
         return ()
     stops = [stop] if isinstance(stop, str) else stop
@@ -110,9 +138,16 @@ def check_stop(stop) -> tuple[str, ...]:
 
 
 def readable_prime(prime: str, known) -> str:
-    """The part of `prime` the model reads: its characters that `known(text)` (the
-    vocabulary's known_part) keeps. Characters the model never saw are left out, with an
-    UnknownCharactersWarning naming them."""
+    """The part of `prime` the model reads. Characters the model never saw are left out,
+    with an UnknownCharactersWarning naming them.
+
+    Args:
+        prime: the text a caller gave.
+        known: the vocabulary's known_part: text -> (the known characters, the others).
+
+    Returns:
+        `prime` without its unknown characters.
+    """
     kept, unknown = known(prime)
     if unknown:
         warnings.warn(
@@ -137,6 +172,15 @@ class StopScan:
         self.finish_reason: str | None = None  # "stop" or "length" once ended
 
     def take(self, new_text: str) -> str:
+        """Add generated text; return what became final (possibly "").
+
+        Args:
+            new_text: the characters generated since the last call.
+
+        Returns:
+            The text now known to be part of the sample, in order; after the sample ended
+            (`finish_reason` set), always "".
+        """
         if self.finish_reason:
             return ""
         searched_from = max(0, len(self.text) - self.hold)

@@ -64,9 +64,17 @@ def pytest_collection_modifyitems(config, items):
         split_cpu(2)
 
 
+MATRIX_CASES = []  # each case's outcome, from its report (which pytest-xdist's workers send)
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and report.passed:
+        MATRIX_CASES.extend(value for name, value in report.user_properties if name == "matrix")
+
+
 def pytest_terminal_summary(terminalreporter):
     """How many cases of the combination matrix (tests/test_matrix.py) ran."""
-    cases = getattr(terminalreporter.config, "charlm_matrix_cases", [])
+    cases = MATRIX_CASES
     if cases:
         terminalreporter.write_line(
             f"combination matrix: {len(cases)} cases ran ({cases.count('trained')} trained, "
@@ -107,7 +115,15 @@ def trained_run(tmp_path_factory) -> Path:
     os.environ.setdefault("CHARLM_CACHE_DIR", str(root / "cache"))
     corpus = root / "corpus.txt"
     corpus.write_text(generated_text(20_000, extra="éλ"), encoding="utf-8")
-    train(tiny_config(corpus, root / "run", "train.steps=30", "train.eval_interval=15"))
+    train(
+        tiny_config(
+            corpus,
+            root / "run",
+            "train.steps=30",
+            "train.eval_interval=15",
+            "train.timeline_length=200",
+        )
+    )
     return root / "run"
 
 

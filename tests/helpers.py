@@ -36,6 +36,9 @@ TINY_SETTINGS = [
     "train.eval_interval=6",
     "train.learning_rate=0.01",
     "data.val_max_chars=2000",
+    # Off, as compiling its sampler is most of a tiny run's time; the tests of the
+    # timeline (and the shared trained_run) turn it on.
+    "train.timeline_length=0",
 ]
 
 runner = CliRunner()

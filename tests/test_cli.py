@@ -391,13 +391,17 @@ def test_eval_counts_characters_outside_the_vocabulary(trained_run, tmp_path):
 
 @pytest.mark.slow
 def test_bench_times_a_cell_through_the_cli_and_prints_json(monkeypatch):
-    """The real benchmark at the reference size, one cell, two timed steps (PyTorch left
+    """The real benchmark on a small model, one cell, two timed steps (PyTorch left
     out so the test does not depend on it being installed)."""
     import json
 
-    from charlm.bench import report
+    from charlm.bench import reference, report, training
 
     monkeypatch.setattr(report, "importable_torch", lambda threads: None)
+    # A small model in place of the reference: the test is of the command, not the figures.
+    for key, value in {"units": 32, "embedding_dim": 8, "batch_size": 8, "seq_length": 20}.items():
+        monkeypatch.setitem(reference.REFERENCE, key, value)
+    monkeypatch.setattr(training, "VALIDATION_CHARS", 2_000)
     result = invoke("bench", "--cells", "simple_rnn", "--steps", "2", "--json")
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)
@@ -409,11 +413,14 @@ def test_bench_times_a_cell_through_the_cli_and_prints_json(monkeypatch):
     assert rates["segment"] < rates["fastest"]
     assert entry["stock_keras_chars_per_s"] > 0
     assert entry["gradient_health_chars_per_s"]["ratio"] > 0
+    cost = entry["timeline_cost"]
+    assert cost["step_s"] > 0 and cost["sample_s"] > 0 and 0 < cost["fraction"] < 1
     assert 0 < entry["fraction_of_matmul_ceiling"] < 2 and "torch_chars_per_s" not in entry
     assert figures["machine"]["instruction_set"] in ("AMX", "AVX-512", "AVX2", "below AVX2")
     assert figures["machine"]["cpu"] != "unknown" and figures["machine"]["tensorflow_threads"] >= 1
     printed = report.format_results(figures)
     assert "simple_rnn" in printed and f"CPU: {figures['machine']['cpu']}" in printed
+    assert "timeline's cost" in printed
 
 
 def test_the_bench_alternates_with_pytorch_by_whole_segments_then_by_steps():
@@ -470,6 +477,12 @@ def test_the_bench_table_carries_every_figure():
                 "torch_chars_per_s": {k: v / 2 for k, v in rates.items()},
                 "ratio_to_torch": {k: 2.0 for k in rates},
                 "gradient_health_chars_per_s": {"with": 2970.0, "without": 3000.0, "ratio": 0.99},
+                "timeline_cost": {
+                    "step_s": 0.2,
+                    "first_sample_s": 2.5,
+                    "sample_s": 0.1,
+                    "fraction": 0.002,
+                },
             }
         },
         "sampling": {
@@ -492,6 +505,7 @@ def test_the_bench_table_carries_every_figure():
     assert "| lstm | 3,000 / 2,000 / 1,000 | 50 (50%) | 900 | 1,500 / 1,000 / 500 " in printed
     assert "2.00x / 2.00x / 2.00x" in printed
     assert "| lstm | 2,970 | 3,000 | 0.990 |" in printed  # gradient health's cost
+    assert "| lstm | 0.200 s | 2.50 s | 0.10 s | 0.2% |" in printed  # the timeline's
     assert (
         "| 1 | 1,234 | 0.29 of the floor (4,321" in printed and "| 144 / 632 | 1.95x |" in printed
     )

@@ -30,13 +30,13 @@ def test_scan_counts_code_points(tmp_path, text):
     assert stats.counts == {c: text.count(c) for c in set(text)}
 
 
-def test_chunk_boundaries_inside_a_character(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "CHUNK_BYTES", 3)
+def test_buffer_boundaries_inside_a_character(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "BUFFER_BYTES", 3)
     path = tmp_path / "t.txt"
     text = "aλbλλc日本"
     path.write_text(text, encoding="utf-8")
-    chunks = [points for points, _ in sources.read_code_points(path)]
-    assert len(chunks) > 1 and "".join(map(chr, np.concatenate(chunks))) == text
+    buffers = [points for points, _ in sources.read_code_points(path)]
+    assert len(buffers) > 1 and "".join(map(chr, np.concatenate(buffers))) == text
 
 
 def test_byte_order_mark_is_dropped(tmp_path):

@@ -91,6 +91,32 @@ def test_info_shows_the_last_timeline_sample(trained_run):
     assert last["timeline"].splitlines()[0] in result.output
 
 
+@pytest.mark.parametrize("cell", ["gru", "lstm", "simple_rnn"])
+def test_the_timeline_reads_the_weights_again_at_each_sample(cell):
+    """The timeline's generator is compiled once; each sample is what a generator built
+    for the weights of the moment makes (as `charlm sample` on that checkpoint would)."""
+    from charlm.data.vocabulary import Vocabulary
+    from charlm.training.timeline import Timeline, sample_text
+
+    config = load_config(
+        None,
+        [f"model.cell={cell}", "model.layers=2", "model.units=16", "model.embedding_dim=8"]
+        + ["train.timeline_length=60"],
+    )
+    vocab = Vocabulary(list("abc de\n"))
+    model = build_model(config.model, vocab.size)
+    timeline = Timeline(config)
+    samples = []
+    for seed in (1, 2):  # weights far apart, as training moves them
+        rng = np.random.default_rng(seed)
+        model.set_weights([rng.normal(0, 1, w.shape) for w in model.get_weights()])
+        samples.append(timeline.sample(model, vocab))
+        fresh = sample_text(model, vocab, config.sample, config.sample.prime, 60, 0)
+        assert samples[-1] == fresh
+    assert samples[0] != samples[1]
+    assert timeline.generator.sampler.read_chunk.experimental_get_tracing_count() == 1
+
+
 def test_timeline_length_zero_leaves_the_timeline_out(tmp_path, corpus_file):
     settings = ("train.timeline_length=0", "train.steps=6")
     train(tiny_config(corpus_file, tmp_path / "run", *settings))
@@ -102,6 +128,7 @@ def test_a_resumed_run_reports_gradients_and_timeline_as_an_uninterrupted_one(
     tmp_path, corpus_file
 ):
     settings = ("model.cell=lstm", "train.steps=20", "train.eval_interval=10")
+    settings += ("train.timeline_length=50",)
     whole = train(tiny_config(corpus_file, tmp_path / "whole", *settings))
     first = train(tiny_config(corpus_file, tmp_path / "split", *settings), reporter=InterruptAt(7))
     assert first.state.step == 7

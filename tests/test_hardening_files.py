@@ -111,7 +111,7 @@ def test_the_server_reports_a_history_with_a_garbage_line(run_copy):
 
     with open(run_copy / "history.jsonl", "a", encoding="utf-8") as stream:
         stream.write("garbage {\n")
-    server = Server(run_copy)
+    server = Server(run_copy, "--lanes", 2)
     try:
         response = httpx.get(f"{server.url}/v1/run", timeout=60)
     finally:

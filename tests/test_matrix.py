@@ -151,5 +151,4 @@ def test_unsupported_combination_is_refused_before_any_work(
 
 def count_case(request, outcome: str) -> None:
     """For the summary line conftest.py prints."""
-    cases = getattr(request.config, "charlm_matrix_cases", [])
-    request.config.charlm_matrix_cases = [*cases, outcome]
+    request.node.user_properties.append(("matrix", outcome))

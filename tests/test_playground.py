@@ -17,7 +17,7 @@ def test_the_page_streams_text_and_draws_the_loss_curve(browser, trained_run, tm
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    server = Server(trained_run)
+    server = Server(trained_run, "--lanes", 2)
     try:
         browser.get(server.url + "/")
         wait = WebDriverWait(browser, 30)

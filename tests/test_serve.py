@@ -191,7 +191,7 @@ def test_a_client_that_disconnects_frees_its_lane(server):
 
 
 def test_an_api_key_is_required_when_set(trained_run):
-    guarded = Server(trained_run, "--api-key", "sesame")
+    guarded = Server(trained_run, "--lanes", 2, "--api-key", "sesame")
     try:
         for headers in ({}, {"Authorization": "Bearer wrong"}):
             refused = guarded.post({"prompt": "a", "max_tokens": 3}, headers=headers)
@@ -206,7 +206,7 @@ def test_an_api_key_is_required_when_set(trained_run):
 
 
 def test_sigterm_lets_responses_in_flight_finish_and_exits_0(trained_run):
-    ending = Server(trained_run)
+    ending = Server(trained_run, "--lanes", 2)
     result = {}
 
     def long_request():

@@ -225,8 +225,8 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(tmp_path, corpus_f
     keras.saving.load_model(run / "checkpoints" / "step-00000006" / "model.keras")
 
 
-def test_contiguous_windows_continue_each_lane(tmp_path):
-    from charlm.data.pipeline import lane_steps, training_batch
+def test_contiguous_windows_continue_each_row(tmp_path):
+    from charlm.data.pipeline import contiguous_steps, training_batch
     from charlm.data.split import Split
     from charlm.data.tokens import encode_corpus, scan_corpus
 
@@ -234,14 +234,14 @@ def test_contiguous_windows_continue_each_lane(tmp_path):
     path.write_text("".join(chr(97 + i % 26) for i in range(4 * 50)))
     vocab = scan_corpus([path]).vocabulary()
     split = Split(encode_corpus([path], vocab), 0, 200)
-    assert lane_steps(split, 4, 10) == 4  # lanes of 50: (50 - 1) // 10
+    assert contiguous_steps(split, 4, 10) == 4  # parts of 50: (50 - 1) // 10
     first, _ = training_batch(split, 4, 10, 0, 0, "contiguous")
     second, _ = training_batch(split, 4, 10, 0, 1, "contiguous")
     wrapped, _ = training_batch(split, 4, 10, 0, 4, "contiguous")
     for row in range(4):
-        lane = vocab.decode(split.tokens.read(row * 50, 50))
-        assert vocab.decode(first[row]) + vocab.decode(second[row]) == lane[:20]
-    assert (wrapped == first).all()  # a new pass starts the lanes again
+        part = vocab.decode(split.tokens.read(row * 50, 50))
+        assert vocab.decode(first[row]) + vocab.decode(second[row]) == part[:20]
+    assert (wrapped == first).all()  # a new pass starts the rows again
 
 
 def test_contiguous_training_carries_state_and_resumes_exactly(tmp_path, corpus_file):

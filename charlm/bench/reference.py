@@ -9,7 +9,8 @@ import numpy as np
 
 CELLS = ("simple_rnn", "lstm", "gru")
 GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}
-VOCAB_CHARS = 65
+ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'-\n&$3"
+VOCAB_CHARS = len(ALPHABET)  # 65, as tiny Shakespeare has
 REFERENCE = dict(embedding_dim=64, layers=2, units=512, batch_size=64, seq_length=100)
 # Validation text read at the end of each timed segment: ten training batches, so that a
 # segment's rate includes an evaluation of the size users see, not a token one.
@@ -39,7 +40,7 @@ def evaluation_rows() -> int:
 def reference_corpus(root: Path) -> Path:
     """About 1 MB of text over exactly 65 characters (as tiny Shakespeare has)."""
     rng = np.random.default_rng(0)
-    alphabet = np.array(list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'-\n&$3"))
+    alphabet = np.array(list(ALPHABET))
     path = root / "reference.txt"
     path.write_text("".join(rng.choice(alphabet, 1_000_000)), encoding="utf-8")
     return path

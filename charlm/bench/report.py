@@ -11,6 +11,7 @@ from charlm.bench.gradient_health import gradient_health_rates
 from charlm.bench.machine import machine, matmul_gflops
 from charlm.bench.reference import CELLS, forward_flops_per_char, reference_corpus
 from charlm.bench.sampling import OneStreamFloor, SamplingRate, best_in_turn
+from charlm.bench.timeline import timeline_cost
 from charlm.bench.torch_reference import (
     TorchTraining,
     importable_torch,
@@ -44,6 +45,7 @@ def run_benchmark(cells=CELLS, steps: int = 8) -> dict:
                 entry["torch_chars_per_s"] = other
                 entry["ratio_to_torch"] = {k: charlm[k] / other[k] for k in charlm}
             entry["gradient_health_chars_per_s"] = gradient_health_rates(cell)
+            entry["timeline_cost"] = timeline_cost(cell)
             results["cells"][cell] = entry
         if "lstm" in cells:
             results["sampling"] = sampling(root / "run-lstm-fused", torch)
@@ -109,6 +111,7 @@ def format_results(results: dict) -> str:
             f"{entry['stock_keras_chars_per_s']:,.0f} | {torch_rates} | {ratios} |"
         )
     lines += gradient_health_lines(results["cells"])
+    lines += timeline_lines(results["cells"])
     if "sampling" in results:
         lines += sampling_lines(results["sampling"])
     if "api" in results:
@@ -129,6 +132,24 @@ def gradient_health_lines(cells: dict) -> list[str]:
         rates = entry["gradient_health_chars_per_s"]
         lines.append(
             f"| {cell} | {rates['with']:,.0f} | {rates['without']:,.0f} | {rates['ratio']:.3f} |"
+        )
+    return lines
+
+
+def timeline_lines(cells: dict) -> list[str]:
+    lines = [
+        "",
+        "the training timeline's cost: a timeline sample, as at each evaluation, against "
+        "an evaluation interval's training steps, in turn (the first sample compiles):",
+        "",
+        "| cell | median step | first sample | later samples | share of the interval |",
+        "|---|---|---|---|---|",
+    ]
+    for cell, entry in cells.items():
+        cost = entry["timeline_cost"]
+        lines.append(
+            f"| {cell} | {cost['step_s']:.3f} s | {cost['first_sample_s']:.2f} s | "
+            f"{cost['sample_s']:.2f} s | {cost['fraction']:.1%} |"
         )
     return lines
 

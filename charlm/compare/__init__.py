@@ -15,6 +15,8 @@ from charlm.compare.runs import RunSummary
 
 @dataclass
 class Comparison:
+    """What `compare` made: the runs' summaries and the files it wrote."""
+
     summaries: list[RunSummary]
     report: Path  # report.md
     html: Path
@@ -32,9 +34,24 @@ def compare(
     seed: int = 0,
     make_reporter=None,
 ) -> Comparison:
-    """Compare the runs `sources` name (run directories, or YAML configs trained first
-    into `runs_dir` with `overrides`); write the report into `out_dir`.
-    `make_reporter(name)` gives each training's Reporter (default: silent)."""
+    """Set runs side by side: train the configs among `sources`, then write a report.
+
+    Args:
+        sources: run directories, or YAML configs trained first, one after another.
+        out_dir: where report.md, report.html and the charts go (made if needed).
+        overrides: `section.key=value` strings applied to every config trained.
+        runs_dir: where the configs' runs go; default runs/compare-<date-time>.
+        prime, sample_length, seed: the sample every run generates for the report.
+        make_reporter: name -> the Reporter of that training (default: silent).
+
+    Returns:
+        Comparison: a RunSummary per source, in order, and the paths written.
+
+    Raises:
+        charlm.errors.RunError: a source is neither a config nor a trained run, or
+            `out_dir` cannot be made; checked before any training.
+        charlm.errors.ConfigError: a config or an override is invalid.
+    """
     import time
 
     from charlm.compare.charts import draw_charts
@@ -70,7 +87,17 @@ def compare(
 
 
 def report_dir(path: str | Path) -> Path:
-    """The report directory, made if needed; one clear error if it cannot be."""
+    """Make the report directory if needed.
+
+    Args:
+        path: the directory.
+
+    Returns:
+        `path`, as a Path.
+
+    Raises:
+        charlm.errors.RunError: it cannot be made.
+    """
     from charlm.errors import RunError
 
     path = Path(path)

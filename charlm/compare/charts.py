@@ -28,7 +28,15 @@ CHARTS = {
 
 
 def draw_charts(summaries: list[RunSummary], out_dir: Path) -> list[Path]:
-    """One PNG per chart of CHARTS; returns their paths."""
+    """Draw one PNG per chart of CHARTS into `out_dir`, one curve per run.
+
+    Args:
+        summaries: the runs, in the report's order.
+        out_dir: where the PNG files go.
+
+    Returns:
+        The PNG files' paths, in CHARTS' order.
+    """
     import matplotlib
 
     matplotlib.use("Agg")

@@ -60,6 +60,8 @@ def fenced(text: str) -> str:
 def markdown_report(
     summaries: list[RunSummary], charts: list[Path], prime: str, seed: int, warning: str | None
 ) -> str:
+    """report.md: the warning if any, the table, the charts (linked beside it), each run's
+    sample and timeline."""
     lines = ["# Comparison", ""]
     if warning:
         lines += [f"**Warning:** {warning}", ""]
@@ -83,7 +85,8 @@ def markdown_report(
 def html_report(
     summaries: list[RunSummary], charts: list[Path], prime: str, seed: int, warning: str | None
 ) -> str:
-    """Self-contained: inline style, charts as data: URIs, no external reference."""
+    """report.html, what markdown_report holds as one self-contained page: inline style,
+    charts as data: URIs, no external reference."""
     escape = html.escape
     head = "".join(f"<th>{escape(column)}</th>" for column in COLUMNS)
     body = "".join(

@@ -34,6 +34,7 @@ class RunSummary:
 
     @property
     def best_bits(self) -> float | None:
+        """The best validation loss in bits per character; None before any evaluation."""
         return None if self.best_val_loss is None else self.best_val_loss / LN2
 
 

@@ -1,5 +1,5 @@
 """Configuration: the declared keys (schema), reading and validating them (load), and
-the README's table of keys (docs)."""
+docs/config.md's table of keys (docs)."""
 
 from charlm.config.load import check_setting, load_config, save_config
 from charlm.config.schema import (

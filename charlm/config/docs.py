@@ -14,7 +14,12 @@ from charlm.config.schema import SECTION_CLASSES
 
 
 def config_keys_markdown() -> str:
-    """The table of config keys (markdown), made from the declarations in schema.py."""
+    """The table of config keys, made from the declarations in schema.py.
+
+    Returns:
+        A markdown table: one row per key (`section.name`, default, allowed values,
+        meaning), sections in the order data, model, train, sample.
+    """
     rows = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
     for section, cls in SECTION_CLASSES.items():
         for f in fields(cls):
@@ -30,7 +35,15 @@ def config_keys_markdown() -> str:
 
 
 def update_reference(path: Path) -> None:
-    """Rewrite the table of config keys between the markers in `path` (docs/config.md)."""
+    """Rewrite the table of config keys in place.
+
+    Args:
+        path: a markdown file (docs/config.md) holding `<!-- keys: ... -->` and
+            `<!-- /keys -->` markers; the lines between them are replaced.
+
+    Raises:
+        ValueError: a marker is missing.
+    """
     text = path.read_text(encoding="utf-8")
     start = text.index("-->", text.index("<!-- keys:")) + len("-->\n")
     end = text.index("\n<!-- /keys -->")

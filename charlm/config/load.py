@@ -26,10 +26,8 @@ from charlm.files import file_problem, write_atomic
 
 
 class ConfigLoader(yaml.SafeLoader):
-    """YAML as charlm reads it (config files and `--set` values): PyYAML's SafeLoader with
-    YAML 1.2's floats, so that `3e-4` is a number; YAML 1.1 wants a dot (`3.0e-4`) and
-    reads the usual way of writing a learning rate as text. Aliases stay references to one
-    object: a nested-anchor ("billion laughs") value costs its text, not its expansion."""
+    """PyYAML's SafeLoader with YAML 1.2's floats: `3e-4` is a number (YAML 1.1 wants
+    `3.0e-4`). Aliases stay references: a "billion laughs" value costs its text only."""
 
 
 ConfigLoader.add_implicit_resolver(
@@ -51,14 +49,25 @@ SHOWN_CHARS = 100
 
 
 def shown(value) -> str:
-    """A bounded repr of `value` for an error message: at most SHOWN_CHARS characters
-    whatever its size or nesting (a value from a file or a command line may be huge)."""
+    """A repr of `value` for an error message, at most SHOWN_CHARS long however large."""
     text = SHOWN.repr(value)
     return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
-    """Read a YAML config (or defaults when `path` is None), apply overrides, validate."""
+    """Read a YAML config, apply `--set` overrides, validate every key.
+
+    Args:
+        path: a YAML file of sections (data, model, train, sample), or None for the
+            defaults. Without train.run_dir, the run goes to runs/<file's stem>.
+        overrides: `section.key=value` strings, each value parsed as YAML.
+
+    Returns:
+        The validated Config.
+
+    Raises:
+        charlm.errors.ConfigError: naming the file, the key or the override at fault.
+    """
     raw = read_yaml(path) if path is not None else {}
     for override in overrides:
         apply_override(raw, override)
@@ -115,8 +124,7 @@ def apply_override(raw: dict, override: str) -> None:
 
 
 def set_override(raw: dict, dotted: str, value) -> None:
-    """Set `section.key` in the raw config dict `raw` to `value` (validated later with the
-    rest): what `--set` and the Python API's overrides both do."""
+    """Set `section.key` of `raw` to `value`, checked later: `--set` and API overrides."""
     parts = dotted.split(".") if isinstance(dotted, str) else []
     if len(parts) != 2 or not all(parts):
         raise ConfigError(f"override {shown(dotted)}: name a key as section.key, e.g. model.cell")
@@ -135,8 +143,18 @@ def set_override(raw: dict, dotted: str, value) -> None:
 
 
 def build_config(config=None, overrides: dict | None = None) -> Config:
-    """A validated Config from a YAML path, a dict of sections, a Config or None (the
-    defaults), with `overrides` ({"train.steps": 2000}) applied as `--set` applies them."""
+    """A validated Config from any form the Python API accepts.
+
+    Args:
+        config: a YAML path, a dict of sections, a Config, or None (the defaults).
+        overrides: dotted keys to values ({"train.steps": 2000}), applied as `--set`.
+
+    Returns:
+        The validated Config (a new one: `config` is not changed).
+
+    Raises:
+        charlm.errors.ConfigError: naming the key at fault.
+    """
     if isinstance(config, Config):
         raw = config.to_dict()
     elif isinstance(config, dict):
@@ -207,13 +225,11 @@ def check_value(name: str, value, meta) -> Any:
         raise ConfigError(
             f"{name} must be one of {', '.join(meta['choices'])}; got {shown(value)}{hint}"
         )
+    low, above, high = meta["minimum"], meta["above"], meta["maximum"]
     if (
-        meta["minimum"] is not None
-        and value < meta["minimum"]
-        or meta["above"] is not None
-        and value <= meta["above"]
-        or meta["maximum"] is not None
-        and value > meta["maximum"]
+        (low is not None and value < low)
+        or (above is not None and value <= above)
+        or (high is not None and value > high)
     ):
         raise ConfigError(f"{name} must be {describe_range(meta)}; got {shown(value)}")
     return value
@@ -264,8 +280,19 @@ def has_range(meta) -> bool:
 
 
 def check_setting(section: str, name: str, value, label: str) -> Any:
-    """Validate one value of `section.name` against its declaration, as a config file's
-    would be; errors name `label` (a command-line flag, say) instead of the key."""
+    """Validate one value against the declaration of `section.name`.
+
+    Args:
+        section, name: the key (`sample`, `top_p`).
+        value: the value to check, as a config file would give it.
+        label: what an error calls it (a command-line flag, say).
+
+    Returns:
+        `value` converted to the declared kind (a whole float becomes an int, ...).
+
+    Raises:
+        charlm.errors.ConfigError: naming `label`, its `setting` the key.
+    """
     declared = {f.name: f for f in fields(SECTION_CLASSES[section])}[name]
     try:
         return check_value(label, value, declared.metadata)
@@ -287,5 +314,6 @@ def check_cross_field(config: Config) -> None:
 
 
 def save_config(config: Config, path: Path) -> None:
+    """Write `config` as YAML to `path`, atomically (a run's config.yaml)."""
     text = yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)
     write_atomic(path, text.encode("utf-8"))

@@ -1,6 +1,6 @@
 """Every config key, declared once: its type, default, allowed values and help text.
 
-The README's table of keys (docs.py) and all validation (load.py) are made from these
+docs/config.md's table of keys (docs.py) and all validation (load.py) come from these
 declarations, so they cannot drift apart. The YAML uses Keras's names where Keras has one.
 """
 
@@ -54,11 +54,12 @@ class Section:
 
 @dataclass
 class DataConfig(Section):
+    """The data section: the training text and how it is read and split (docs/config.md)."""
+
     corpus: Any = key(
         "builtin:pydoc",
-        "Training text: a file, a directory, a glob, or a list of "
-        "them (UTF-8, .gz allowed). `builtin:pydoc` is the English reference text "
-        "that ships inside every CPython.",
+        "Training text: a file, a directory, a glob, or a list of them (UTF-8, .gz allowed). "
+        "`builtin:pydoc` is the English reference text that ships inside every CPython.",
         kind="paths",
     )
     val_corpus: Any = key(
@@ -77,8 +78,8 @@ class DataConfig(Section):
     )
     val_max_chars: int = key(
         1_000_000,
-        "At most this many validation characters are evaluated, "
-        "so evaluation time does not grow with the corpus.",
+        "At most this many validation characters are evaluated, so evaluation time "
+        "does not grow with the corpus.",
         minimum=1,
     )
     encoding_errors: str = key(
@@ -91,6 +92,8 @@ class DataConfig(Section):
 
 @dataclass
 class ModelConfig(Section):
+    """The model section: the cell, its size and the loop that runs it (docs/config.md)."""
+
     cell: str = key("lstm", "Recurrent cell.", choices=["simple_rnn", "lstm", "gru"])
     layers: int = key(2, "Number of stacked recurrent layers.", minimum=1, maximum=64)
     units: int = key(512, "Units per recurrent layer.", minimum=1, maximum=65536)
@@ -100,16 +103,17 @@ class ModelConfig(Section):
     )
     implementation: str = key(
         "fused",
-        "How the recurrent layers run: `fused` (charlm's fused "
-        "loop with a custom gradient on a CPU, Keras's cuDNN kernels on "
-        "a GPU) or `stock` (Keras's own loop everywhere). Same layers, "
-        "weights and files either way; may change on resume.",
+        "How the recurrent layers run: `fused` (charlm's fused loop with a custom gradient "
+        "on a CPU, Keras's cuDNN kernels on a GPU) or `stock` (Keras's own loop everywhere). "
+        "Same layers, weights and files either way; may change on resume.",
         choices=["fused", "stock"],
     )
 
 
 @dataclass
 class TrainConfig(Section):
+    """The train section: the run directory, steps, optimizer, windows and devices."""
+
     run_dir: str = key(
         "runs/default",
         "Where checkpoints, vocabulary, history and logs go. "
@@ -264,6 +268,8 @@ class TrainConfig(Section):
 
 @dataclass
 class SampleConfig(Section):
+    """The sample section: the defaults of `charlm sample`, the API and the server."""
+
     length: int = key(500, "Characters to generate.", minimum=0)
     temperature: float = key(0.8, "Softmax temperature (0 means argmax).", minimum=0.0)
     top_k: int = key(0, "Sample from the k most likely characters (0: all).", minimum=0)
@@ -285,6 +291,8 @@ class SampleConfig(Section):
 
 @dataclass
 class Config:
+    """A whole config: its four sections, each checked as it is made."""
+
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -296,6 +304,7 @@ class Config:
         check_cross_field(self)
 
     def to_dict(self) -> dict:
+        """{section: {key: value}}, plain values only: what a run's config.yaml holds."""
         return dataclasses.asdict(self)
 
 

@@ -1,10 +1,11 @@
 """tf.data pipelines over token files: training windows and sequential evaluation windows.
 
 Training batch `step` is a pure function of (seed, step). Random windows start at
-offsets drawn from a generator seeded with both; contiguous windows cut the text
-into `batch_size` lanes and step n reads the n-th piece of every lane. Resuming at
-step k therefore needs nothing but k — no iterator state, no RNG state to save —
-and every run with the same seed sees the same data in the same order.
+offsets drawn from a generator seeded with both; contiguous windows cut the text into
+`batch_size` equal parts, row i of every batch reads part i, and step n reads the n-th
+window of every part. Resuming at step k therefore needs nothing but k — no iterator
+state, no RNG state to save — and every run with the same seed sees the same data in
+the same order.
 """
 
 from __future__ import annotations
@@ -36,16 +37,16 @@ def window_starts(
     return split.start + rng.integers(0, len(split) - seq_length, size=batch_size)
 
 
-def lane_steps(split: Split, batch_size: int, seq_length: int) -> int:
-    """Contiguous windows: steps in one pass over the text (each lane read once)."""
+def contiguous_steps(split: Split, batch_size: int, seq_length: int) -> int:
+    """Contiguous windows: steps in one pass over the text (each row's part read once)."""
     return (len(split) // batch_size - 1) // seq_length
 
 
-def lane_starts(split: Split, batch_size: int, seq_length: int, step: int) -> np.ndarray:
+def contiguous_starts(split: Split, batch_size: int, seq_length: int, step: int) -> np.ndarray:
     """Contiguous windows: row i of step n+1 starts where row i of step n ended."""
-    lane_length = len(split) // batch_size
-    offset = (step % lane_steps(split, batch_size, seq_length)) * seq_length
-    return split.start + np.arange(batch_size, dtype=np.int64) * lane_length + offset
+    part_length = len(split) // batch_size
+    offset = (step % contiguous_steps(split, batch_size, seq_length)) * seq_length
+    return split.start + np.arange(batch_size, dtype=np.int64) * part_length + offset
 
 
 def training_batch(
@@ -60,7 +61,7 @@ def training_batch(
     """(inputs, targets) of batch `step` (only `rows` of it, for one distributed worker):
     targets are the inputs shifted by one character."""
     starts = (
-        lane_starts(split, batch_size, seq_length, step)
+        contiguous_starts(split, batch_size, seq_length, step)
         if windows == "contiguous"
         else window_starts(split, batch_size, seq_length, seed, step)
     )

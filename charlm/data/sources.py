@@ -1,7 +1,7 @@
-"""Finding a corpus's files and reading them as Unicode code points, in chunks.
+"""Finding a corpus's files and reading them as Unicode code points, a buffer at a time.
 
 A corpus spec is a file, a directory, a glob, `builtin:pydoc`, or a list of them.
-Files are read in chunks of bytes and decoded as UTF-8 (code points, not bytes), so
+Files are read a buffer (BUFFER_BYTES) at a time and decoded as UTF-8 (code points, not bytes), so
 a corpus is never held in memory whatever its size.
 """
 
@@ -20,7 +20,9 @@ import numpy as np
 from charlm.errors import CorpusError
 from charlm.files import cache_dir, file_problem, write_atomic
 
-CHUNK_BYTES = 1 << 22  # 4 MiB: large enough for speed, small enough for constant memory
+# A buffer: the bytes of a corpus file read at once. Memory stays constant whatever the
+# corpus's size (docs/decisions.md, streamed-corpus).
+BUFFER_BYTES = 1 << 22
 BYTE_ORDER_MARK = 0xFEFF
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_CORPORA = ("pydoc",)
@@ -110,21 +112,21 @@ TABLE_LINE = re.compile(r"^[ \t]*(\+[-=+]+\+|\|.*\|)[ \t]*\n", re.MULTILINE)
 
 
 def read_code_points(path: Path, errors: str = "strict") -> Iterator[tuple[np.ndarray, int]]:
-    """Yield (code points of a chunk, bytes of the file on disk read so far).
+    """Yield (code points of one buffer, bytes of the file on disk read so far).
 
     Invalid UTF-8 raises a CorpusError naming the byte offset (strict), or becomes
-    U+FFFD (replace). A UTF-8 byte-order mark at the start is dropped. Chunks of
-    pure ASCII skip decoding: their bytes are their code points.
+    U+FFFD (replace). A UTF-8 byte-order mark at the start is dropped. A buffer of
+    pure ASCII skips decoding: its bytes are its code points.
     """
     decoder = codecs.getincrementaldecoder("utf-8")(errors)
     consumed = 0  # bytes handed to the decoder so far
     with open_bytes(path) as stream:
         while True:
             try:
-                data = stream.read(CHUNK_BYTES)
+                data = stream.read(BUFFER_BYTES)
             except (OSError, EOFError) as error:
                 raise CorpusError(f"{path}: cannot be read ({error})") from None
-            held_back = len(decoder.getstate()[0])  # an incomplete character from last chunk
+            held_back = len(decoder.getstate()[0])  # an incomplete character from the last buffer
             if consumed and data.isascii() and not held_back:
                 points = np.frombuffer(data, dtype=np.uint8)
             else:
@@ -133,8 +135,9 @@ def read_code_points(path: Path, errors: str = "strict") -> Iterator[tuple[np.nd
                 except UnicodeDecodeError as error:
                     offset = consumed - held_back + error.start
                     raise CorpusError(
-                        f"{path}: invalid UTF-8 at byte offset {offset}; fix "
-                        f"the file or set data.encoding_errors: replace"
+                        f"{path}: invalid UTF-8 at byte offset {offset}; convert it "
+                        f"(iconv -f cp1251 -t utf-8, say), or set data.encoding_errors: "
+                        f"replace to read each bad byte as U+FFFD"
                     ) from None
             if not consumed and len(points) and points[0] == BYTE_ORDER_MARK:
                 points = points[1:]

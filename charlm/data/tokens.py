@@ -73,7 +73,8 @@ def scan_corpus(
 
 
 def stream_code_points(files: list[Path], errors: str, progress: Progress | None):
-    """Yield code-point chunks over all files, reporting bytes read to `progress`."""
+    """Yield the code points of all files a buffer at a time, reporting bytes read to
+    `progress`."""
     total = sum(p.stat().st_size for p in files)
     done = 0
     for path in files:

@@ -33,11 +33,26 @@ PIECE = 512  # characters per compiled call: one XLA program per layer, flat mem
 def activations(
     model: keras.Model, vocab: Vocabulary, text: str, piece: int = PIECE
 ) -> list[dict[str, np.ndarray]]:
-    """One dict per recurrent layer, input to output. Each array is (len(text), units),
-    row t the values after reading text[t]: `hidden` for every cell; an LSTM's
-    `input_gate`, `forget_gate`, `output_gate`, `candidate` and `cell`; a GRU's
-    `update_gate`, `reset_gate` and `candidate` (Keras's convention:
-    hidden = update_gate * previous + (1 - update_gate) * candidate)."""
+    """What each recurrent layer holds after each character of `text`.
+
+    Args:
+        model: a stateless model of stock recurrent layers computing in float32 (what
+            load_checkpoint returns).
+        vocab: its vocabulary; characters it lacks are read as the unknown token.
+        text: the characters to read, from the state after a newline.
+        piece: characters per compiled call (working memory grows with it, not the text).
+
+    Returns:
+        One dict per recurrent layer, input to output, of float32 arrays shaped
+        (len(text), units), row t the values after reading text[t]: `hidden` for every
+        cell; an LSTM's `input_gate`, `forget_gate`, `output_gate`, `candidate` and
+        `cell`; a GRU's `update_gate`, `reset_gate` and `candidate` (Keras's convention:
+        hidden = update_gate * previous + (1 - update_gate) * candidate).
+
+    Raises:
+        charlm.errors.RunError: the model carries state between batches, or a layer is
+            not one the fused loop computes.
+    """
     layers = inspectable_layers(model)
     ids = np.concatenate([[start_token(vocab)], vocab.encode(text)]).astype(np.int32)
     reader = LayerReader(layers)

@@ -29,8 +29,18 @@ STATIC = resources.files("charlm.serve") / "static"
 
 
 def inspect_text(model, vocab, text: str, scores, max_values: int = MAX_VALUES) -> dict:
-    """The inspection of `text` by a Keras model and its vocabulary, given the model's
-    `scores` of it (LanguageModel.score's, with the TOP characters): see `inspection`."""
+    """Inspect `text`: read its activations, find its units, and make the page's data.
+
+    Args:
+        model: a stateless Keras model of stock recurrent layers (load_checkpoint's).
+        vocab: its vocabulary.
+        text: the characters to inspect.
+        scores: the model's Scores of `text` (TextGenerator.score with `top` = TOP).
+        max_values: the most unit values (one byte each) the data may hold.
+
+    Returns:
+        The dict `inspection` returns.
+    """
     layers = activations(model, vocab, text)
     cells = [type(layer).__name__ for layer in recurrent_layers(model)]
     return inspection(text, scores, layers, find_units(layers, text), cells, max_values)
@@ -44,9 +54,22 @@ def inspection(
     cells: list[str],
     max_values: int = MAX_VALUES,
 ) -> dict:
-    """What inspect.js draws: the text, the surprise in bits and the top characters with
-    their probabilities at each position (from `scores`, LanguageModel.score's), and
-    per layer the quantities of the units kept (see `kept_units`), as bytes."""
+    """What inspect.js draws, as JSON-ready data.
+
+    Args:
+        text: the characters inspected.
+        scores: the model's Scores of `text` (LanguageModel.score's).
+        layers: activations' result for `text`: per layer, arrays (len(text), units).
+        found: find_units' result; these units are kept first.
+        cells: each recurrent layer's class name (LSTM, GRU, SimpleRNN).
+        max_values: the most unit values (one byte each) to keep.
+
+    Returns:
+        dict: text; bits (len(text),) the surprise at each character; bits_per_char;
+        top, per position the likely characters with their probabilities; signed; layers,
+        per layer the kept units' quantities as base64 bytes with their ranges; found;
+        note, how many units the page holds.
+    """
     held = kept_units(layers, found, len(text), max_values)
     total = sum(layer["hidden"].shape[1] for layer in layers)
     kept = sum(len(units) for units in held)
@@ -133,8 +156,16 @@ def layer_data(values: dict[str, np.ndarray], cell: str, held: list[int]) -> dic
 
 
 def page_html(data: dict, title: str) -> str:
-    """A page that draws `data` with inspect.js and opens from disk: its script, style and
-    data are inline, it references nothing outside itself."""
+    """A self-contained HTML page that draws `data` with inspect.js and opens from disk:
+    its script, style and data are inline, it references nothing outside itself.
+
+    Args:
+        data: what `inspection` returns.
+        title: the page's title.
+
+    Returns:
+        The page's HTML.
+    """
     script = (STATIC / "inspect.js").read_text(encoding="utf-8")
     style = (STATIC / "inspect.css").read_text(encoding="utf-8")
     # Inside <script>, "</script" would end it: JSON's \u escapes keep <, > and & out.

@@ -10,7 +10,16 @@ from charlm.errors import CorpusError
 
 
 def check_text(text: str, max_chars: int, what: str) -> None:
-    """An inspection reads 1 to `max_chars` characters."""
+    """Refuse a text an inspection cannot read: empty, or more than `max_chars` long.
+
+    Args:
+        text: the text to inspect.
+        max_chars: the most characters an inspection reads.
+        what: what errors call the text (a file, a request field).
+
+    Raises:
+        charlm.errors.CorpusError: naming `what`.
+    """
     if not text:
         raise CorpusError(f"{what} is empty; give some text to inspect")
     if len(text) > max_chars:
@@ -21,7 +30,18 @@ def check_text(text: str, max_chars: int, what: str) -> None:
 
 
 def read_text_file(path: Path, max_chars: int) -> str:
-    """The UTF-8 text of `path`, checked (check_text); a binary file is refused."""
+    """Read the text to inspect from a file, refusing it before reading a large one.
+
+    Args:
+        path: a UTF-8 text file (a byte-order mark is dropped).
+        max_chars: the most characters an inspection reads.
+
+    Returns:
+        The file's text, 1 to `max_chars` characters.
+
+    Raises:
+        charlm.errors.CorpusError: missing, binary, too long, invalid UTF-8, or empty.
+    """
     if not path.is_file():
         raise CorpusError(f"{path} is not a file; give the text to inspect")
     check_not_binary(path)

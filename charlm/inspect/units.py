@@ -33,8 +33,15 @@ class Unit:
 
 
 def text_properties(text: str) -> dict[str, np.ndarray]:
-    """Each property's value after each character of `text` (read, as the activations
-    are, after a newline), as a float array of len(text)."""
+    """The simple properties find_units looks for, at each character of `text`.
+
+    Args:
+        text: the text, read (as the activations are) after a newline.
+
+    Returns:
+        Property name (inside quotes, inside brackets, position in line, start of word,
+        after newline, digit, upper case) -> (len(text),) float64 values.
+    """
     chars = np.array(list(text), dtype=object) if text else np.array([], dtype=object)
     previous = np.array(["\n", *text[:-1]], dtype=object) if text else chars
     is_letter = np.array([c.isalpha() for c in text], bool)
@@ -88,10 +95,19 @@ def position_in_line(text: str) -> np.ndarray:
 def find_units(
     activations: list[dict[str, np.ndarray]], text: str, top: int = TOP
 ) -> dict[str, list[Unit]]:
-    """For each property of `text` (text_properties), the `top` values of units in
-    `activations` (charlm.inspect.activations' result for `text`) most correlated with
-    it, strongest first (by absolute correlation: a unit that falls inside quotes tracks
-    them as well as one that rises)."""
+    """The units whose values follow each property of `text` most closely.
+
+    Args:
+        activations: charlm.inspect.activations' result for `text`: per layer, arrays
+            shaped (len(text), units).
+        text: the text they were read from.
+        top: units kept per property.
+
+    Returns:
+        Property name (as text_properties) -> up to `top` Units, strongest first by
+        absolute correlation (a unit that falls inside quotes tracks them as well as one
+        that rises); empty for a property the text never varies.
+    """
     found = {}
     for name, values in text_properties(text).items():
         ranked = [

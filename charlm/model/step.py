@@ -28,12 +28,21 @@ from charlm.model.fused import cell_math, loop_weights, split_bias
 class CharacterStep:
     """`step(tokens, states) -> (logits, states)` for a batch of independent streams,
     inside an XLA-compiled function. The weights are read when it is built: it steps the
-    model as it is then."""
+    model as it is then. With `live`, the weights it derives are variables that
+    `refresh()` sets to the model's current ones, so a program compiled once keeps
+    stepping a model in training (the training timeline)."""
 
-    def __init__(self, model: keras.Model):
+    def __init__(self, model: keras.Model, live: bool = False):
         self.layers = chain_of_layers(model)
         self.compute_dtype = self.layers[0].compute_dtype
-        self.stages = stages_of(self.layers)
+        self.stages = stages_of(self.layers, live)
+
+    def refresh(self) -> None:
+        """Read the model's weights again (built with `live`; the other stages read the
+        layers' own variables at every step)."""
+        for stage in self.stages:
+            if isinstance(stage, RecurrentStep):
+                stage.refresh()
 
     def initial_states(self, streams: int) -> list[list[tf.Tensor]]:
         """Zero states for every recurrent layer, as a fresh model call starts from."""
@@ -71,7 +80,7 @@ class CharacterStep:
         ]
 
 
-def stages_of(layers: list) -> list:
+def stages_of(layers: list, live: bool = False) -> list:
     """What the step runs, in order: a RecurrentStep for each stock recurrent layer
     (taking the embedding before it in), a CellStep for any other recurrent layer, and
     every other layer but dropout as it is."""
@@ -84,7 +93,7 @@ def stages_of(layers: list) -> list:
         if stepped_by_math(layer):
             previous = kept[index - 1] if index else None
             embedding = previous if isinstance(previous, keras.layers.Embedding) else None
-            stages.append(RecurrentStep(layer, embedding))
+            stages.append(RecurrentStep(layer, embedding, live))
         elif isinstance(layer, keras.layers.RNN):
             stages.append(CellStep(layer))
         else:
@@ -98,16 +107,36 @@ def stepped_by_math(layer) -> bool:
 
 class RecurrentStep:
     """One step of a stock recurrent layer by its gate math. With `embedding` (the layer
-    before it), the input projection of every character is a table, looked up."""
+    before it), the input projection of every character is a table, looked up. With
+    `live`, the weights are variables that `refresh()` sets again."""
 
-    def __init__(self, layer: keras.layers.RNN, embedding=None):
+    def __init__(self, layer: keras.layers.RNN, embedding=None, live: bool = False):
+        self.layer, self.embedding = layer, embedding
         self.math = cell_math(layer)
-        self.kernel, self.recurrent_kernel, bias = loop_weights(layer.cell)
-        self.input_bias, self.recurrent_bias = split_bias(self.math, bias)
-        self.table = None
-        if embedding is not None:
-            embeddings = tf.convert_to_tensor(embedding.embeddings)
-            self.table = tf.matmul(embeddings, self.kernel) + self.input_bias
+        weights = self.derived_weights()
+        if live:
+            weights = {name: tf.Variable(w, trainable=False) for name, w in weights.items()}
+        self.weights = weights
+        self.kernel, self.recurrent_kernel = weights["kernel"], weights["recurrent_kernel"]
+        self.input_bias = weights["input_bias"]
+        self.recurrent_bias = weights.get("recurrent_bias")
+        self.table = weights.get("table")
+
+    def derived_weights(self) -> dict:
+        """The layer's weights as the step uses them, read now (absent ones left out)."""
+        kernel, recurrent_kernel, bias = loop_weights(self.layer.cell)
+        input_bias, recurrent_bias = split_bias(self.math, bias)
+        weights = {"kernel": kernel, "recurrent_kernel": recurrent_kernel, "input_bias": input_bias}
+        if recurrent_bias is not None:
+            weights["recurrent_bias"] = recurrent_bias
+        if self.embedding is not None:
+            embeddings = tf.convert_to_tensor(self.embedding.embeddings)
+            weights["table"] = tf.matmul(embeddings, kernel) + input_bias
+        return weights
+
+    def refresh(self) -> None:
+        for name, value in self.derived_weights().items():
+            self.weights[name].assign(value)
 
     def __call__(self, x, states):
         """The layer's output and states after `x` (token ids with a table, else the

@@ -18,7 +18,20 @@ from charlm.run.rundir import CHECKPOINTS_DIR, MODEL_FILE, RunDir, TrainState, i
 
 
 @dataclass
-class Checkpoint:
+class LoadedRun:
+    """A trained run, loaded: what `charlm sample`, `eval`, `serve`, `export`, `info` and
+    the Python API work from.
+
+    Attributes:
+        model: the stateless Keras model: token ids (batch, time) -> logits
+            (batch, time, vocab), its recurrent layers running model.implementation.
+        vocab: the run's vocabulary.
+        config: the run's resolved config (the defaults if config.yaml is missing).
+        run_dir: the run directory.
+        model_path: the `.keras` file loaded.
+        state: the latest checkpoint's state (step, best loss, ...), None if it has none.
+    """
+
     model: keras.Model
     vocab: Vocabulary
     config: Config
@@ -27,7 +40,22 @@ class Checkpoint:
     state: TrainState | None
 
 
-def load_checkpoint(path: str | Path, compile: bool = False) -> Checkpoint:
+def load_checkpoint(path: str | Path, compile: bool = False) -> LoadedRun:
+    """Load the run `path` names.
+
+    Args:
+        path: what `--checkpoint` takes: a run directory (its best model.keras, else its
+            latest checkpoint), one of its checkpoint directories, or a `.keras` file
+            inside the run.
+        compile: load the optimizer and compiled loss as well (keras load_model's).
+
+    Returns:
+        LoadedRun; a contiguous-training model comes back as its stateless copy.
+
+    Raises:
+        charlm.errors.RunError: `path` is not a run, its vocab.json is missing, the model
+            cannot be loaded, or its output width is not the vocabulary's size.
+    """
     model_path, run_dir = locate(Path(path))
     run = RunDir(run_dir)
     if not run.vocab_path.exists():
@@ -39,12 +67,23 @@ def load_checkpoint(path: str | Path, compile: bool = False) -> Checkpoint:
     check_vocabulary(model, vocab, model_path)
     if is_stateful(model):  # a contiguous-training checkpoint: fixed batch, carried state
         model = stateless_copy(model, config.model, vocab.size)
-    return Checkpoint(model, vocab, config, run_dir, model_path, state)
+    return LoadedRun(model, vocab, config, run_dir, model_path, state)
 
 
 def load_model(path: Path, compile: bool, implementation: str = "fused") -> keras.Model:
-    """keras.saving.load_model, with one clear line when the file is not a model; the
-    recurrent layers run `implementation` (model.implementation)."""
+    """keras.saving.load_model, with one clear line when the file is not a model.
+
+    Args:
+        path: a `.keras` file.
+        compile: as keras.saving.load_model's.
+        implementation: what the recurrent layers run (model.implementation: fused, stock).
+
+    Returns:
+        The Keras model.
+
+    Raises:
+        charlm.errors.RunError: the file is missing, damaged or not a model.
+    """
     try:
         model = keras.saving.load_model(path, compile=compile)
     except Exception as error:  # zip, h5 and Keras errors all mean "not a loadable model"
@@ -69,6 +108,7 @@ def unloadable(path: Path, error: Exception) -> str:
 
 
 def check_vocabulary(model: keras.Model, vocab: Vocabulary, path: Path) -> None:
+    """Raise a RunError naming `path` unless the model predicts `vocab.size` tokens."""
     outputs = model.output_shape[-1]
     if outputs != vocab.size:
         raise RunError(
@@ -78,9 +118,19 @@ def check_vocabulary(model: keras.Model, vocab: Vocabulary, path: Path) -> None:
 
 
 def locate(path: Path, label: str = "run") -> tuple[Path, Path]:
-    """(the .keras file, the run directory) that `path` names: a run directory, one of
-    its checkpoint directories, or a .keras file inside the run. Errors name the path as
-    `label` (the setting it was given as)."""
+    """Find the model file and run directory `path` names.
+
+    Args:
+        path: a run directory, one of its checkpoint directories, or a .keras file
+            inside the run.
+        label: what errors call the path (the setting it was given as).
+
+    Returns:
+        (the .keras file, the run directory).
+
+    Raises:
+        charlm.errors.RunError: `path` is missing or holds no model.
+    """
     if not path.is_dir():
         problem = file_problem(path)
         if problem:

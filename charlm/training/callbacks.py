@@ -79,7 +79,7 @@ class StepMonitor(keras.callbacks.Callback):
         self.segment_loss = math.nan
 
     def on_train_batch_begin(self, batch, logs=None):
-        # Contiguous training: every lane starts again from the top of its text.
+        # Contiguous training: at each new pass every row starts again from the top of its part.
         if self.run.steps_per_pass and self.step % self.run.steps_per_pass == 0:
             reset_recurrent_states(self.model)
 

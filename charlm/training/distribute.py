@@ -33,7 +33,7 @@ def tf_config() -> dict:
     try:
         return json.loads(os.environ.get("TF_CONFIG") or "{}")
     except ValueError:
-        raise ConfigError("TF_CONFIG is not valid JSON; see the README's cluster section") from None
+        raise ConfigError("TF_CONFIG is not valid JSON; see docs/distributed.md") from None
 
 
 def cluster_size() -> int:

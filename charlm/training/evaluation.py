@@ -11,7 +11,6 @@ from charlm.model.build import recurrent_states, rng_states
 from charlm.run.rundir import checkpoint_model
 from charlm.training.distribute import is_chief
 from charlm.training.optimizer import current_learning_rate
-from charlm.training.timeline import timeline_sample
 
 
 def evaluate_and_save(run, model, val_data, train_loss: float) -> None:
@@ -29,7 +28,7 @@ def evaluate_and_save(run, model, val_data, train_loss: float) -> None:
         reset=run.state.step % run.config.train.eval_interval == 0
     )
     save(run, model, evaluated, improved)
-    timeline = timeline_sample(evaluated, run.vocab, run.config) if is_chief() else None
+    timeline = run.timeline.sample(evaluated, run.vocab) if is_chief() else None
     log_evaluation(run, model, train_loss, val_loss, gradients, timeline)
     patience = run.config.train.early_stopping_patience
     if patience and run.state.evals_since_best >= patience and not run.stop.reason:

@@ -17,7 +17,7 @@ from pathlib import Path
 import keras
 
 from charlm.config import Config
-from charlm.data.pipeline import evaluation_dataset, lane_steps, training_dataset
+from charlm.data.pipeline import contiguous_steps, evaluation_dataset, training_dataset
 from charlm.data.split import prepare_corpus
 from charlm.errors import CorpusError, TrainingError
 from charlm.model.build import (
@@ -71,6 +71,7 @@ from charlm.training.preflight import (
     model_file_bytes,
 )
 from charlm.training.reporter import Reporter, SilentReporter
+from charlm.training.timeline import Timeline
 
 
 @dataclass
@@ -110,6 +111,7 @@ class Run:
         self.steps_per_pass = 0  # contiguous training: steps in one pass over the text
         self.eval_model = None  # contiguous training: a stateless twin for evaluation
         self.gradient_health = None  # a GradientHealth, set once the model is built
+        self.timeline = Timeline(config)
         self.vocab = None
         self.val_digest = None  # tells whether two runs were validated on the same text
         self.train_chars_per_s = None  # the last segment's, set by StepMonitor
@@ -233,7 +235,7 @@ def resume_state(run: Run, model: keras.Model, checkpoint: Path) -> None:
 def prepare_contiguous(run: Run, model: keras.Model, prepared, jit: bool) -> None:
     """Contiguous windows: steps per pass over the text, and a stateless twin to evaluate."""
     config = run.config
-    run.steps_per_pass = lane_steps(
+    run.steps_per_pass = contiguous_steps(
         prepared.train, config.train.batch_size, config.train.seq_length
     )
     if run.steps_per_pass < 1:

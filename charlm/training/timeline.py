@@ -9,15 +9,40 @@ from charlm.config import Config
 TIMELINE_SEED = 0  # the seed when the config's sample section sets none
 
 
-def timeline_sample(model, vocab, config: Config) -> str | None:
-    """`config.train.timeline_length` characters from `model` (stateless: the model
-    `charlm sample` would load) after the sample section's prime; None when off."""
-    length = config.train.timeline_length
-    if not length:
-        return None
-    settings = config.sample
-    seed = TIMELINE_SEED if settings.seed is None else settings.seed
-    return sample_text(model, vocab, settings, settings.prime, length, seed)
+class Timeline:
+    """A run's timeline samples, made by one generator compiled at the first evaluation:
+    its weights are variables read again from the model at each one (CharacterStep's
+    `live`), so no evaluation waits for XLA to compile."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.generator = None
+
+    def sample(self, model, vocab) -> str | None:
+        """`config.train.timeline_length` characters from `model` (the stateless model
+        `charlm sample` would load) as it is now, after the sample section's prime; None
+        when the timeline is off.
+
+        Args:
+            model: the model being trained (or its stateless twin), the same object at
+                every call.
+            vocab: the run's Vocabulary.
+        """
+        length = self.config.train.timeline_length
+        if not length:
+            return None
+        if self.generator is None:
+            from charlm.generate import Sampler
+            from charlm.textgen import TextGenerator
+
+            sampler = Sampler(model, vocab, live=True)
+            self.generator = TextGenerator(model, vocab, self.config.sample, sampler)
+        else:
+            self.generator.sampler.model_step.refresh()
+        settings = self.config.sample
+        seed = TIMELINE_SEED if settings.seed is None else settings.seed
+        generator = self.generator
+        return generator.generate(settings.prime, generator.settings(length=length, seed=seed))[0]
 
 
 def sample_text(model, vocab, defaults, prime: str, length: int, seed: int) -> str:
@@ -26,7 +51,6 @@ def sample_text(model, vocab, defaults, prime: str, length: int, seed: int) -> s
     section)."""
     from charlm.textgen import TextGenerator
 
-    # A generator reads the weights when it is built: a new one sees the latest weights.
     generator = TextGenerator(model, vocab, defaults)
     return generator.generate(prime, generator.settings(length=length, seed=seed))[0]
 
