@@ -13,8 +13,8 @@ MASK32 = 0xFFFFFFFF
 
 def choose(logits, noise, temperature, top_k, top_p, mode: str):
     """One token per stream from `logits` (streams, vocab), as a draw from the softmax at
-    each lane's temperature after its top-k and top-p filters (the Gumbel-max trick: the
-    argmax of logits plus Gumbel noise is a sample of their softmax). A lane at
+    each stream's temperature after its top-k and top-p filters (the Gumbel-max trick: the
+    argmax of logits plus Gumbel noise is a sample of their softmax). A stream at
     temperature 0 takes the argmax."""
     greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
     if mode == "argmax":
@@ -22,8 +22,8 @@ def choose(logits, noise, temperature, top_k, top_p, mode: str):
     scaled = logits / tf.where(temperature > 0, temperature, 1.0)[:, None]
     if mode == "filtered":
         scaled = keep_top_k(scaled, top_k)
-        # Only lanes with top_p < 1 are filtered by it: the cumulative sum can round to 1
-        # before the last token, and a lane without the filter must draw what "plain" draws.
+        # Only streams with top_p < 1 are filtered by it: the cumulative sum can round to 1
+        # before the last token, and a stream without the filter must draw what "plain" draws.
         scaled = tf.where((top_p < 1.0)[:, None], keep_top_p(scaled, top_p), scaled)
     gumbel = -tf.math.log(-tf.math.log(noise))
     drawn = tf.argmax(scaled + tf.cast(gumbel, scaled.dtype), axis=-1, output_type=tf.int32)

@@ -7,8 +7,8 @@ chunk of characters is generated per call of one `tf.function` (a `tf.while_loop
 steps), so the Python loop runs once per chunk, not once per character, and text can
 still be printed as it is made.
 
-Every stream (a lane) carries its own controls: seed, position, temperature, top-k and
-top-p. Its random draws are a function of its own seed and position alone (see
+Every stream carries its own controls (charlm.controls): seed, position, temperature,
+top-k, top-p and logit bias. Its random draws are a function of its own seed and position alone (see
 `uniform_noise`), and from two streams on its numbers do not depend on the others (see
 charlm.batching), so a stream's text is the same beside any number of others, which is
 what lets a server batch unrelated requests.
@@ -20,7 +20,6 @@ import copy
 import functools
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -34,53 +33,13 @@ from charlm.batching import (
     pad_rows,
     row_bucket,
 )
-from charlm.config.schema import SEED_LIMIT, SampleConfig
+from charlm.controls import MODES, Controls, SamplingOptions, sampling_mode
 from charlm.data.vocabulary import Vocabulary
 from charlm.draws import choose, uniform_noise
 from charlm.model.step import CharacterStep
 
 CHUNK = 256  # most characters per compiled call: hides Python, still streams
 READ_CHARS = 128  # prompt characters per compiled call (a fixed width: one XLA program)
-MODES = ("argmax", "plain", "filtered")  # see sampling_mode
-
-
-@dataclass
-class SamplingOptions:
-    """One request's controls, as the sampling loop takes them (defaults: the config's)."""
-
-    length: int = SampleConfig.length
-    temperature: float = SampleConfig.temperature  # 0 means argmax
-    top_k: int = SampleConfig.top_k  # 0: no limit
-    top_p: float = SampleConfig.top_p
-    argmax: bool = False
-    seed: int = 0
-
-
-@dataclass
-class Lanes:
-    """Per-stream sampling controls, as arrays of one entry per stream."""
-
-    seeds: np.ndarray  # int64
-    positions: np.ndarray  # int64: characters generated so far
-    temperature: np.ndarray  # float32; 0 means argmax
-    top_k: np.ndarray  # int32; 0 means no limit
-    top_p: np.ndarray  # float32
-
-    @classmethod
-    def of(cls, options: SamplingOptions, streams: int) -> Lanes:
-        temperature = 0.0 if options.argmax else options.temperature
-        return cls(
-            seeds=np.array([stream_seed(options.seed, k) for k in range(streams)], np.int64),
-            positions=np.zeros(streams, np.int64),
-            temperature=np.full(streams, temperature, np.float32),
-            top_k=np.full(streams, options.top_k, np.int32),
-            top_p=np.full(streams, options.top_p, np.float32),
-        )
-
-
-def stream_seed(seed: int, index: int) -> int:
-    """The seed of sample `index` of a request made with `seed` (sample 0 uses `seed`)."""
-    return (seed + index * 0x9E3779B97F4A7C15) % SEED_LIMIT
 
 
 class Sampler:
@@ -139,10 +98,11 @@ class Sampler:
             t += 1
         return logits, states
 
-    def _generate_chunk(self, logits, states, steps, lanes, mode):
+    def _generate_chunk(self, logits, states, steps, controls, mode):
         """Sample `steps` characters; returns them (streams, steps), the last logits, states.
-        `mode` is a Python string, so each mode gets a graph with only the ops it needs."""
-        seeds, positions, temperature, top_k, top_p = lanes
+        `mode` is a Python string, so each mode gets a graph with only the ops it needs.
+        `controls` are Controls.arrays(), one row per stream."""
+        seeds, positions, temperature, top_k, top_p, bias = controls
         # CHUNK columns whatever `steps` is: XLA needs the size, and one program then
         # serves every chunk length. Columns from `steps` on are left 0.
         # A while loop, not `for t in tf.range(steps)`: XLA would compile a program per
@@ -153,7 +113,8 @@ class Sampler:
             noise = None  # argmax draws nothing
             if mode != "argmax":
                 noise = uniform_noise(seeds, positions + tf.cast(t, tf.int64), self.vocab.size)
-            token = choose(logits, noise, temperature, top_k, top_p, mode)
+            # A zero bias adds nothing: the draw is bit for bit the one without it.
+            token = choose(logits + bias, noise, temperature, top_k, top_p, mode)
             out = out.write(t, token)
             logits, states = self.step_in_blocks(token, states)
             t += 1
@@ -179,21 +140,18 @@ class Sampler:
         none empty), read together (see PromptReading)."""
         return PromptReading(self, prompts).read_all()
 
-    def generate(self, logits, states, lanes: Lanes, steps: int, mode: str):
-        """`steps` (at most CHUNK) characters for every lane: (ids (lanes, steps), logits,
-        states)."""
+    def generate(self, logits, states, controls: Controls, steps: int, mode: str):
+        """`steps` (at most CHUNK) characters for every stream: (ids (streams, steps),
+        logits, states)."""
         if not 0 < steps <= CHUNK:
             raise ValueError(f"steps must be in 1..{CHUNK}, not {steps}")
-        rows = len(lanes.seeds)
+        rows = len(controls.seeds)
         padded = self.rows_for(rows)
         logits = pad_rows(logits, padded)
         states = [[pad_rows(state, padded) for state in layer] for layer in states]
-        controls = tuple(
-            pad_rows(array, padded)
-            for array in (lanes.seeds, lanes.positions, lanes.temperature, lanes.top_k, lanes.top_p)
-        )
-        ids, logits, states = self.generate_in_blocks(logits, states, steps, controls, mode)
-        lanes.positions += steps
+        arrays = tuple(pad_rows(array, padded) for array in controls.arrays())
+        ids, logits, states = self.generate_in_blocks(logits, states, steps, arrays, mode)
+        controls.positions += steps
         if padded > rows:  # drop the padding rows (only then: each slice is a copy)
             logits = logits[:rows]
             states = [[state[:rows] for state in layer] for layer in states]
@@ -220,9 +178,9 @@ class Sampler:
         stream running."""
         for rows in sorted({self.rows_for(n) for n in range(1, max_streams + 1)}):
             logits, _ = self.read_prompts([np.zeros(1, np.int32)] * rows)
-            lanes = Lanes.of(SamplingOptions(), rows)
+            controls = Controls.of(SamplingOptions(), rows, self.vocab.size)
             for mode in MODES:
-                self.generate(logits, self.initial_states(rows), lanes, 1, mode)
+                self.generate(logits, self.initial_states(rows), controls, 1, mode)
 
     def sample(
         self,
@@ -232,12 +190,12 @@ class Sampler:
     ) -> Iterator[np.ndarray]:
         """Yield chunks of generated token ids, shape (streams, chunk)."""
         logits, states = self.feed(prime_ids, streams)
-        lanes = Lanes.of(options, streams)
-        mode = sampling_mode(lanes)
+        controls = Controls.of(options, streams, self.vocab.size)
+        mode = sampling_mode(controls)
         done = 0
         while done < options.length:
             steps = min(CHUNK, options.length - done)
-            ids, logits, states = self.generate(logits, states, lanes, steps, mode)
+            ids, logits, states = self.generate(logits, states, controls, steps, mode)
             done += steps
             yield ids
 
@@ -304,16 +262,6 @@ class PromptReading:
         """The logits and states after each prompt, once done."""
         rows = self.rows
         return self.logits[:rows], [[state[:rows] for state in layer] for layer in self.states]
-
-
-def sampling_mode(lanes: Lanes) -> str:
-    """The cheapest graph that gives every lane the tokens the general one gives it: all
-    argmax, no filtering, or per-lane filters (see `choose`)."""
-    if not lanes.temperature.any():
-        return "argmax"
-    if not lanes.top_k.any() and (lanes.top_p >= 1).all():
-        return "plain"
-    return "filtered"
 
 
 def pad_columns(array: np.ndarray, columns: int) -> np.ndarray:

@@ -43,7 +43,7 @@ class Settings:
     temperature: float  # 0 means argmax
     top_k: int  # 0: no limit
     top_p: float
-    seed: int  # sample k uses charlm.generate.stream_seed(seed, k)
+    seed: int  # sample k uses charlm.controls.stream_seed(seed, k)
     n: int
     stop: tuple[str, ...]
     seed_given: bool  # False: `seed` was drawn by random_seed()

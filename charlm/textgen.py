@@ -20,8 +20,9 @@ import numpy as np
 import tensorflow as tf
 
 from charlm.config import SampleConfig
+from charlm.controls import SamplingOptions
 from charlm.data.vocabulary import Vocabulary
-from charlm.generate import CHUNK, READ_CHARS, Sampler, SamplingOptions
+from charlm.generate import CHUNK, READ_CHARS, Sampler
 from charlm.model.build import recurrent_layers
 from charlm.model.step import chain_of_layers
 from charlm.sampling_rules import Settings, StopScan, readable_prime, resolve_settings
@@ -149,16 +150,17 @@ class TextGenerator:
                     shape_invariants=[(generated, tf.TensorShape([None]))]
                 )
                 steps = tf.minimum(CHUNK, length - start)
-                lanes = (
+                controls = (  # Controls.arrays(), without a logit bias
                     tf.fill([rows], seed),
                     tf.fill([rows], tf.cast(start, tf.int64)),  # positions
                     tf.fill([rows], temperature),
                     tf.fill([rows], top_k),
                     tf.fill([rows], top_p),
+                    tf.zeros([rows, sampler.vocab.size]),
                 )
                 # The XLA-compiled chunk `charlm sample` runs, in chunks as it runs it.
                 ids, logits, states = sampler.generate_chunk["filtered"](
-                    logits, states, steps, lanes
+                    logits, states, steps, controls
                 )
                 generated = tf.concat([generated, ids[0, :steps]], axis=0)
             return {"ids": generated}
@@ -170,12 +172,19 @@ class TextGenerator:
         """Log-probabilities of every character of `text`, read a piece at a time with the
         state carried (memory flat in the text's length), and the `top` most likely
         tokens at each position."""
+        scores = self.score_ids(self.vocab.encode(text), top)
+        scores.text = text  # as given: an unseen character is the unknown token's id
+        return scores
+
+    def score_ids(self, ids, top: int = 5) -> Scores:
+        """`score` of the text of token ids `ids` (the unknown token's id included)."""
         if not 0 <= top <= self.vocab.size:
             raise ValueError(f"top must be between 0 and {self.vocab.size}; got {top}")
         if self.scorer is None:
             self.scorer = Scorer(self.model)
-        targets = self.vocab.encode(text)
+        targets = np.asarray(ids, np.int32).reshape(-1)
         inputs = np.concatenate([self.prompt_ids(""), targets[:-1]]).astype(np.int32)
+        text = self.vocab.decode(targets)
         return Scores(text, *self.scorer.run(inputs, targets, top), self.vocab)
 
 

@@ -38,8 +38,11 @@ SLOW_MODULES = {
     "test_notebook",
     "test_playground",
     "test_serve",
+    "test_serve_clients",
     "test_serve_fuzz",
     "test_serve_hardening",
+    "test_serve_openapi",
+    "test_serve_protocol",
     "test_startup",
     "test_train",
 }

@@ -76,7 +76,7 @@ def test_prompts_read_together_give_the_texts_charlm_sample_gives(trained_run):
         stream
         for prompt in prompts
         for stream in request_streams(
-            loaded.vocab.encode(prompt),
+            [loaded.vocab.encode(prompt)],
             1,
             11,
             emitter(prompt),
@@ -116,7 +116,7 @@ def test_a_stream_holds_its_lane_while_the_decoder_advances_it(trained_run):
     on_each_chunk(sampler, lambda: seen.append(engine.load()["active"]))
     finished = threading.Event()
     streams = request_streams(
-        loaded.vocab.encode("the cat"),
+        [loaded.vocab.encode("the cat")],
         1,
         3,
         lambda _: lambda text, reason: reason and finished.set(),
@@ -180,7 +180,7 @@ def engine_streams(vocab, prompt: str, length: int, on_finish=lambda: None):
             on_finish()
 
     return request_streams(
-        vocab.encode(prompt),
+        [vocab.encode(prompt)],
         1,
         5,
         lambda _: emit,
@@ -318,7 +318,7 @@ def test_a_failure_ends_only_its_own_streams_and_the_engine_goes_on(
 
         controls = dict(temperature=0.9, top_k=0, top_p=1.0, stop=[], length=length)
         prompt_ids = loaded.vocab.encode(prompt)
-        engine.submit(request_streams(prompt_ids, 1, 5, lambda _: emit, **controls))
+        engine.submit(request_streams([prompt_ids], 1, 5, lambda _: emit, **controls))
         return finished
 
     engine.start()
@@ -416,7 +416,7 @@ def run_streams(engine, loaded, streams_controls, poison=None) -> dict:
         stream
         for index, controls in enumerate(streams_controls)
         for stream in request_streams(
-            loaded.vocab.encode("the cat"), 1, emitter=emitter(index), stop=[], **controls
+            [loaded.vocab.encode("the cat")], 1, emitter=emitter(index), stop=[], **controls
         )
     ]
     engine.submit(streams)

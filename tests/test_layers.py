@@ -17,7 +17,14 @@ import charlm
 LAYERS = [
     {"charlm", "charlm.errors", "charlm.files", "charlm.cpu"},
     {"charlm.config"},
-    {"charlm.data", "charlm.model", "charlm.draws", "charlm.batching", "charlm.sampling_rules"},
+    {
+        "charlm.data",
+        "charlm.model",
+        "charlm.draws",
+        "charlm.batching",
+        "charlm.sampling_rules",
+        "charlm.controls",
+    },
     {"charlm.run"},
     {"charlm.generate"},
     {"charlm.textgen"},

@@ -10,9 +10,10 @@ import tensorflow as tf
 from charlm import batching
 from charlm import generate as generate_module
 from charlm.config import ModelConfig
+from charlm.controls import MODES, Controls, SamplingOptions, stream_seed
 from charlm.data.vocabulary import Vocabulary
 from charlm.draws import choose, keep_top_k, keep_top_p, uniform_noise
-from charlm.generate import MODES, Sampler, SamplingOptions, stream_seed
+from charlm.generate import Sampler
 from charlm.model.build import build_model, parameter_count
 
 VOCAB = Vocabulary(list("abcdefgh\n"))
@@ -102,10 +103,8 @@ def test_a_one_row_product_stays_out_of_xla_fusions():
     generation loop no recurrent layer's product (4 x 8 gates wide) is in a fusion."""
     s, _ = sampler("lstm")
     logits, states = s.feed([0], 1)
-    lanes = generate_module.Lanes.of(SamplingOptions(), 1)
     controls = tuple(
-        tf.constant(a)
-        for a in (lanes.seeds, lanes.positions, lanes.temperature, lanes.top_k, lanes.top_p)
+        tf.constant(a) for a in Controls.of(SamplingOptions(), 1, s.vocab.size).arrays()
     )
     hlo = (
         s.generate_chunk["plain"]
@@ -219,9 +218,9 @@ def first_stream_after(sampler_, streams, prime="abcab"):
     """Stream 0's logits and states after reading `prime` and generating 40 characters
     beside `streams - 1` others (all seeded alike)."""
     logits, states = sampler_.feed(VOCAB.encode(prime).tolist(), streams)
-    lanes = generate_module.Lanes.of(SamplingOptions(temperature=1.0, seed=4), streams)
-    lanes.seeds[:] = 4
-    _, logits, states = sampler_.generate(logits, states, lanes, 40, "plain")
+    controls = Controls.of(SamplingOptions(temperature=1.0, seed=4), streams, VOCAB.size)
+    controls.seeds[:] = 4
+    _, logits, states = sampler_.generate(logits, states, controls, 40, "plain")
     return [logits.numpy()[0]] + [x.numpy()[0] for layer in states for x in layer]
 
 
@@ -262,14 +261,14 @@ def test_more_than_block_rows_streams_run_as_blocks_at_once_each_stream_in_its_p
         return compiled(logits, *rest)
 
     s.generate_chunk = {**s.generate_chunk, "plain": recording}
-    lanes = generate_module.Lanes.of(SamplingOptions(temperature=1.0, seed=3), 40)
-    ids, logits, states = s.generate(*s.feed([0], 40), lanes, 6, "plain")
+    controls = Controls.of(SamplingOptions(temperature=1.0, seed=3), 40, VOCAB.size)
+    ids, logits, states = s.generate(*s.feed([0], 40), controls, 6, "plain")
     assert ids.shape == (40, 6) and logits.shape[0] == 40 and states[1][0].shape[0] == 40
     assert [rows for rows, _ in calls] == [batching.BLOCK_ROWS] * 2
     assert len({thread for _, thread in calls}) == 2
     s.generate_chunk = {**s.generate_chunk, "plain": compiled}
-    last = generate_module.Lanes.of(SamplingOptions(temperature=1.0, seed=3), 8)
-    last.seeds[:] = lanes.seeds[32:]
+    last = Controls.of(SamplingOptions(temperature=1.0, seed=3), 8, VOCAB.size)
+    last.seeds[:] = controls.seeds[32:]
     alone, _, _ = s.generate(*s.feed([0], 8), last, 6, "plain")
     assert np.array_equal(ids[32:], alone)
 
@@ -336,8 +335,8 @@ def test_prompts_and_streams_of_any_size_share_a_few_shapes_and_one_graph():
         for length in range(1, 20, 3):
             prompts = [rng.integers(0, VOCAB.size - 1, length) for _ in range(rows)]
             logits, states = s.read_prompts(prompts)
-            lanes = generate_module.Lanes.of(SamplingOptions(), rows)
-            s.generate(logits, states, lanes, 2, "plain")
+            controls = Controls.of(SamplingOptions(), rows, VOCAB.size)
+            s.generate(logits, states, controls, 2, "plain")
     assert shapes == {(rows, generate_module.READ_CHARS) for rows in (2, 4, 8)}
     assert read_chunk.experimental_get_tracing_count() == 3
     # Generation is compiled by XLA per shape: one program per row bucket met (2, 4, 8).

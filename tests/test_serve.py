@@ -130,9 +130,10 @@ def test_models_health_run_facts_and_page(server):
         ({"n": 9}, 400, "n", "8 streams"),
         ({"max_tokens": 10**7 + 1}, 400, "max_tokens", "at most 10,000,000"),
         ({"prompt": "a" * 1001}, 400, "prompt", "at most 1,000"),
-        ({"stop": ["a", "b", "c", "d", "e"]}, 400, "stop", "up to 4"),
+        ({"stop": [str(i) for i in range(17)]}, 400, "stop", "up to 16"),
         ({"stream": "yes"}, 400, "stream", "true or false"),
-        ({"logprobs": 3}, 400, "logprobs", "not supported"),
+        ({"logprobs": 21}, 400, "logprobs", "from 0 to 20"),
+        ({"best_of": 3}, 400, "best_of", "not supported"),
         ({"seed": -2}, 400, "seed", "between 0 and"),
     ],
 )

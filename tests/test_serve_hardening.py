@@ -258,7 +258,7 @@ def test_a_connection_beyond_the_limit_gets_a_503_error_object(server):
 
 
 def test_the_api_key_guards_every_v1_route(server):
-    for path in ("/v1/models", "/v1/run"):
+    for path in ("/v1/models", "/v1/run", "/tokenizer_info"):
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
             refused = httpx.get(f"{server.url}{path}", headers=headers)
             assert assert_error_object(refused, 401)["type"] == "authentication_error"
@@ -268,7 +268,15 @@ def test_the_api_key_guards_every_v1_route(server):
     body = json.dumps({"prompt": "a", "max_tokens": 3})
     assert_error_object(post(server, body, {"Authorization": ""}), 401)
     assert post(server, body, {"Authorization": f"bearer {KEY}"}).status_code == 200
-    for path in ("/health", "/", "/static/playground.js"):
+    for path, sent in [
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "a"}], "max_tokens": 3}),
+        ("/tokenize", {"prompt": "a"}),
+        ("/detokenize", {"tokens": [0]}),
+    ]:
+        refused = httpx.post(f"{server.url}{path}", json=sent)
+        assert assert_error_object(refused, 401)["type"] == "authentication_error"
+        assert httpx.post(f"{server.url}{path}", json=sent, headers=AUTH).status_code == 200
+    for path in ("/health", "/", "/static/playground.js", "/openapi.json"):
         assert httpx.get(f"{server.url}{path}").status_code == 200
 
 

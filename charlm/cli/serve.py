@@ -64,6 +64,13 @@ def serve(
             "/health and the playground page stay open (the page asks for the key)."
         ),
     ] = None,
+    chat_roles: Annotated[
+        str,
+        typer.Option(
+            help="Each chat role's name in the transcript /v1/chat/completions writes, as "
+            "ROLE=NAME pairs (roles: system, user, assistant), e.g. user=ROMEO,assistant=JULIET."
+        ),
+    ] = "",
     grace: Annotated[
         float,
         typer.Option(help="Seconds in-flight responses get to finish after SIGINT or SIGTERM."),
@@ -86,6 +93,12 @@ def serve(
             fail(f"{name} must be at least {low}; got {value}")
     if port > 65535:
         fail(f"--port must be at most 65535; got {port}")
+    from charlm.serve.transcript import parse_chat_roles
+
+    try:
+        roles = parse_chat_roles(chat_roles)
+    except ValueError as error:
+        fail(str(error))
     check_can_listen(host, port)
     quiet_tensorflow_start()
     import uvicorn
@@ -104,11 +117,12 @@ def serve(
         max_tokens=max_tokens,
         max_prompt_chars=max_prompt_chars,
         lanes=lanes,
+        queue=queue,
         max_body_bytes=max_body_bytes,
         body_timeout=body_timeout,
     )
     key = api_key or os.environ.get(API_KEY_ENV) or None
-    service = Service(engine, loaded, limits, key)
+    service = Service(engine, loaded, limits, key, roles)
     say(f"compiling the sampling loop for 1 to {lanes} streams, then serving")  # Engine.start
     say(
         f"serving {loaded.run_dir} on http://{host}:{port} ({lanes} lanes"

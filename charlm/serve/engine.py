@@ -20,7 +20,7 @@ the others.
 
 A recurrent model makes this simple: a stream's whole state is a few vectors per layer,
 so joining or leaving the batch is a gather of those vectors, with no cache that grows.
-Each stream keeps its own seed, position and controls (charlm.generate.Lanes), so its
+Each stream keeps its own seed, position and controls (charlm.controls.Controls), so its
 text is the one `charlm sample` gives for the same prompt, seed and options, however many
 streams run beside it.
 """
@@ -31,8 +31,9 @@ import logging
 import threading
 from collections import deque
 
-from charlm.generate import PromptReading, Sampler, sampling_mode
-from charlm.serve.streams import EMPTY, Batch, Stream, lanes_of, prompts_of
+from charlm.controls import sampling_mode
+from charlm.generate import PromptReading, Sampler
+from charlm.serve.streams import EMPTY, Batch, Stream, controls_of, prompts_of
 
 log = logging.getLogger("charlm.serve")
 
@@ -225,9 +226,9 @@ class Engine:
     def advance(self, batch: Batch, steps: int) -> Batch:
         """`steps` characters for the streams of `batch`, handed to them. A stream whose
         client cannot take its text (its `emit` raises) ends in error alone."""
-        lanes = lanes_of(batch.streams)
+        controls = controls_of(batch.streams, self.vocab.size)
         ids, logits, states = self.sampler.generate(
-            batch.logits, batch.states, lanes, steps, sampling_mode(lanes)
+            batch.logits, batch.states, controls, steps, sampling_mode(controls)
         )
         for row, stream in enumerate(batch.streams):
             stream.position += steps

@@ -25,7 +25,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from charlm.serve.requests import Limits, RequestError
+from charlm.serve.errors import RequestError
+from charlm.serve.requests import Limits
 
 
 class ErrorResponse(JSONResponse):

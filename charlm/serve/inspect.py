@@ -22,8 +22,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from charlm.errors import CharlmError
+from charlm.serve.errors import RequestError
 from charlm.serve.http import read_json
-from charlm.serve.requests import RequestError
 
 MAX_CHARS = 5_000  # characters one inspection reads (its answer grows with text x units)
 MAX_VALUES = 2_000_000  # unit values one answer holds (one byte each, as base64)

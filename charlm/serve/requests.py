@@ -1,4 +1,5 @@
-"""The body of `POST /v1/completions`, checked: OpenAI's fields, charlm's limits.
+"""The body of `POST /v1/completions`, checked: OpenAI's fields, charlm's limits (the
+`prompt` field's forms: charlm.serve.prompts).
 
 Each sampling control is validated by its declaration in the config's sample section,
 as `charlm sample`'s flags and a config file's sample keys are; an error names the field.
@@ -10,46 +11,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from charlm.controls import bias_row
 from charlm.errors import ConfigError, relabelled
+from charlm.serve.errors import RequestError
+from charlm.serve.prompts import Prompt, parse_prompts
 
 # Sent by OpenAI clients but with no effect here; accepted only at their neutral values.
 NEUTRAL_FIELDS = {
-    "echo": False,
-    "logprobs": None,
     "frequency_penalty": 0,
     "presence_penalty": 0,
     "best_of": 1,
     "suffix": None,
-    "user": None,
-    "logit_bias": None,
     "stream_options": None,
 }
-MAX_STOPS = 4
-
-
-class RequestError(Exception):
-    """A request the server refuses: an HTTP status and an OpenAI-style error object."""
-
-    def __init__(
-        self,
-        message: str,
-        param: str | None = None,
-        status: int = 400,
-        kind: str = "invalid_request_error",
-        code: str | None = None,
-    ):
-        super().__init__(message)
-        self.status, self.param, self.kind, self.code = status, param, kind, code
-
-    def body(self) -> dict:
-        return {
-            "error": {
-                "message": str(self),
-                "type": self.kind,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
+MAX_STOPS = 16
+MAX_LOGPROBS = 20  # the most likely characters `logprobs` may ask for at each position
 
 
 # A body's cap follows from the longest prompt: a JSON encoder may write each of its
@@ -69,6 +45,7 @@ class Limits:
     max_tokens: int = 4096  # the most characters one choice may ask for
     max_prompt_chars: int = 100_000
     lanes: int = 64
+    queue: int = 256  # streams that may wait for a lane: the most choices of one request
     max_body_bytes: int | None = None  # None: body_bytes_for(max_prompt_chars)
     body_timeout: float = 30.0  # seconds a POST body may take to arrive
 
@@ -79,7 +56,7 @@ class Limits:
 
 @dataclass
 class Completion:
-    prompt: str
+    prompts: list[Prompt]
     max_tokens: int
     temperature: float
     top_k: int
@@ -90,28 +67,40 @@ class Completion:
     stop: list[str]
     stream: bool
     include_usage: bool
+    echo: bool = False
+    logprobs: int | None = None  # the most likely characters shown at each position
+    bias: np.ndarray | None = None  # the logit_bias row (charlm.controls.bias_row)
 
 
 def parse_completion(body, generator, limits: Limits) -> Completion:
     """A Completion from a decoded JSON body; RequestError naming the field otherwise.
     `generator` (a charlm.textgen.TextGenerator) checks the sampling fields and fills in
     the run's defaults."""
+    fields = body_fields(body)
+    prompts = parse_prompts(fields.pop("prompt", ""), generator, limits.max_prompt_chars)
+    echo = flag(fields, "echo")
+    logprobs = parse_logprobs(fields.pop("logprobs", None), generator.vocab.size)
+    sampling = parse_sampling(fields, generator, limits, len(prompts))
+    return Completion(prompts=prompts, echo=echo, logprobs=logprobs, **sampling)
+
+
+def body_fields(body) -> dict:
+    """The fields of a request body, without those every request may send with no
+    effect (`model`: one model per server; `user`; the neutral values)."""
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
     fields = dict(body)
-    fields.pop("model", None)  # one model per server: any name is accepted
+    fields.pop("model", None)
+    if not isinstance(fields.pop("user", None), (str, type(None))):
+        raise RequestError("user must be a string", "user")
     check_neutral(fields)
-    prompt = fields.pop("prompt", "")
-    if isinstance(prompt, list) and len(prompt) == 1:
-        prompt = prompt[0]
-    if not isinstance(prompt, str):
-        raise RequestError("prompt must be a string", "prompt")
-    if len(prompt) > limits.max_prompt_chars:
-        raise RequestError(
-            f"prompt has {len(prompt):,} characters; this server reads at most "
-            f"{limits.max_prompt_chars:,}",
-            "prompt",
-        )
+    fields["stream_options"] = body.get("stream_options")
+    return fields
+
+
+def parse_sampling(fields: dict, generator, limits: Limits, prompts: int) -> dict:
+    """The sampling fields every generating request shares, checked against the server's
+    limits; what remains in `fields` after them is unknown (a 400 naming it)."""
     settings = sampling_settings(fields, generator)
     controls = {
         "max_tokens": settings.length,
@@ -120,14 +109,25 @@ def parse_completion(body, generator, limits: Limits) -> Completion:
         "top_p": settings.top_p,
         "n": settings.n,
     }
-    seed, seed_given, stop = settings.seed, settings.seed_given, list(settings.stop)
-    stream = fields.pop("stream", False)
-    if not isinstance(stream, bool):
-        raise RequestError("stream must be true or false", "stream")
-    options = body.get("stream_options") or {}
+    bias = fields.pop("logit_bias", None)
+    stream = flag(fields, "stream")
+    options = fields.pop("stream_options") or {}
     if fields:
         name = sorted(fields)[0]
         raise RequestError(f"unknown field {name!r}", name)
+    check_limits(controls, limits, prompts)
+    return {
+        **controls,
+        "seed": settings.seed,
+        "seed_given": settings.seed_given,
+        "stop": list(settings.stop),
+        "stream": stream,
+        "include_usage": bool(isinstance(options, dict) and options.get("include_usage")),
+        "bias": parse_bias(bias, generator.vocab.size),
+    }
+
+
+def check_limits(controls: dict, limits: Limits, prompts: int) -> None:
     if controls["max_tokens"] > limits.max_tokens:
         raise RequestError(
             f"max_tokens is {controls['max_tokens']:,}; this server gives at most "
@@ -139,18 +139,48 @@ def parse_completion(body, generator, limits: Limits) -> Completion:
         raise RequestError(
             f"n is {controls['n']}; this server runs {limits.lanes} streams at once", "n"
         )
-    return Completion(
-        prompt=prompt,
-        seed=seed,
-        seed_given=seed_given,
-        stop=stop,
-        stream=stream,
-        include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
-        **controls,
-    )
+    if prompts * controls["n"] > limits.queue:
+        raise RequestError(
+            f"{prompts} prompts with n {controls['n']} are {prompts * controls['n']:,} "
+            f"choices; this server queues at most {limits.queue:,}",
+            "prompt",
+        )
 
 
-# The engine holds a stream's controls in fixed-width arrays (charlm.generate.Lanes):
+def flag(fields: dict, name: str) -> bool:
+    value = fields.pop(name, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise RequestError(f"{name} must be true or false", name)
+    return value
+
+
+def parse_logprobs(value, vocab_size: int) -> int | None:
+    """`logprobs`: null, or how many of the most likely characters to show (0 to 20)."""
+    if value is None:
+        return None
+    most = min(MAX_LOGPROBS, vocab_size)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
+        raise RequestError(f"logprobs must be null or an integer from 0 to {most}", "logprobs")
+    return value
+
+
+def parse_bias(value, vocab_size: int) -> np.ndarray | None:
+    """`logit_bias`: null or {} (no bias), or {token id: bias from -100 to 100}."""
+    if not value:
+        if value not in (None, {}):
+            raise RequestError("logit_bias must be an object of token ids to biases", "logit_bias")
+        return None
+    if not isinstance(value, dict):
+        raise RequestError("logit_bias must be an object of token ids to biases", "logit_bias")
+    try:
+        return bias_row(value, vocab_size)
+    except ValueError as error:
+        raise RequestError(f"logit_bias: {error}", "logit_bias") from None
+
+
+# The engine holds a stream's controls in fixed-width arrays (charlm.controls.Controls):
 # a value past these would fail the whole batch the stream joins, not only its request.
 # (top_k is bounded by the vocabulary, seeds by SEED_LIMIT, n and max_tokens by Limits.)
 LANE_MAXIMA = {"temperature": float(np.finfo(np.float32).max)}

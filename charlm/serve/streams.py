@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from charlm.generate import Lanes, stream_seed
+from charlm.controls import Controls, stream_seed
 from charlm.sampling_rules import StopScan
 
 
@@ -25,6 +25,7 @@ class Stream:
     top_p: float
     stop: list[str]
     emit: Callable[[str, str | None], None]  # (new text, finish reason or None)
+    bias: np.ndarray | None = None  # (vocab,) added to the logits (charlm.controls.bias_row)
     cancelled: bool = False
     finish_reason: str | None = None  # "stop", "length", or "error" (the server failed)
     position: int = 0  # characters drawn so far
@@ -103,14 +104,16 @@ class Batch:
 EMPTY = Batch([], None, [])
 
 
-def lanes_of(streams: list[Stream]) -> Lanes:
+def controls_of(streams: list[Stream], vocab_size: int) -> Controls:
     """The per-stream controls of the sampling loop, one row per stream."""
-    return Lanes(
+    no_bias = np.zeros(vocab_size, np.float32)
+    return Controls(
         seeds=np.array([s.seed for s in streams], np.int64),
         positions=np.array([s.position for s in streams], np.int64),
         temperature=np.array([s.temperature for s in streams], np.float32),
         top_k=np.array([s.top_k for s in streams], np.int32),
         top_p=np.array([s.top_p for s in streams], np.float32),
+        bias=np.stack([no_bias if s.bias is None else s.bias for s in streams]),
     )
 
 
@@ -118,10 +121,20 @@ def prompts_of(streams: list[Stream]) -> list[np.ndarray]:
     return [stream.prompt_ids for stream in streams]
 
 
-def request_streams(prompt_ids, n: int, seed: int, emitter, **controls) -> list[Stream]:
-    """The streams of a request for `n` samples: sample k uses seed stream_seed(seed, k),
-    as `charlm sample --num-samples n --seed seed` does, and emits through emitter(k)."""
+def request_streams(
+    prompts: list[np.ndarray], n: int, seed: int, emitter, **controls
+) -> list[Stream]:
+    """The streams of a request for `n` samples of each of `prompts` (the ids each is read
+    as), prompt-major as OpenAI indexes choices: sample k of a prompt uses seed
+    stream_seed(seed, k), as `charlm sample --num-samples n --seed seed` does for that
+    prompt alone, and choice i emits through emitter(i)."""
     return [
-        Stream(prompt_ids=prompt_ids, seed=stream_seed(seed, k), emit=emitter(k), **controls)
+        Stream(
+            prompt_ids=prompt_ids,
+            seed=stream_seed(seed, k),
+            emit=emitter(p * n + k),
+            **controls,
+        )
+        for p, prompt_ids in enumerate(prompts)
         for k in range(n)
     ]
