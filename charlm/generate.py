@@ -174,8 +174,8 @@ class Sampler:
     def compile(self, max_streams: int) -> None:
         """Compile the reading and generation loops for every row bucket up to
         `max_streams` streams and every mode now, not when a server's first batch of that
-        size arrives: XLA takes about a second per program, which would stall every
-        stream running."""
+        size arrives: compiling a program would stall every stream running
+        (docs/decisions.md, compile-at-start)."""
         for rows in sorted({self.rows_for(n) for n in range(1, max_streams + 1)}):
             logits, _ = self.read_prompts([np.zeros(1, np.int32)] * rows)
             controls = Controls.of(SamplingOptions(), rows, self.vocab.size)
