@@ -12,10 +12,11 @@ demo: $(STAMP)
 	$(BIN)/charlm train configs/tiny.yaml --set train.run_dir=runs/demo
 	$(BIN)/charlm sample --checkpoint runs/demo --length 400 --seed 1
 
-# Everything (what CI runs). `make test-fast` leaves out the tests marked slow
+# Everything (what CI runs), a worker per core, each test module on one worker (its
+# server or trained run is made once). `make test-fast` leaves out the tests marked slow
 # (subprocesses, servers, browser, kill -9, notebook, benchmarks): the edit-test loop.
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -n auto --dist loadfile
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not slow" -q
