@@ -20,6 +20,7 @@ import copy
 import functools
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -215,26 +216,37 @@ def start_token(vocab: Vocabulary) -> int:
 
 
 class PromptReading:
-    """Prompts being read together, READ_CHARS columns per call, so memory stays flat for
-    a prompt of any length and a caller can do other work between calls. The prompts are
-    padded on the left, with a mask that keeps each row's states untouched until its
-    prompt begins; a row's numbers are the same whatever rows it is read with (see
-    INVARIANT_ROWS and BLOCK_ROWS), `min_rows` (the sampler's by default) allowing."""
+    """Prompts being read together, `piece` columns per call (READ_CHARS at most), so
+    memory stays flat for a prompt of any length and a caller can do other work between
+    calls. Row r's prompt starts at column offsets[r] (0 by default), from the logits and
+    states starts[r] (those after no text by default, see Start); a mask keeps a row's
+    logits and states untouched outside its prompt's columns, so a row's numbers are the
+    same whatever rows it is read with (see INVARIANT_ROWS and BLOCK_ROWS), `min_rows`
+    (the sampler's by default) allowing. A prompt may be empty: its row ends as it began."""
 
-    def __init__(self, sampler: Sampler, prompts: list[np.ndarray], min_rows: int | None = None):
+    def __init__(
+        self,
+        sampler: Sampler,
+        prompts: list[np.ndarray],
+        min_rows: int | None = None,
+        starts: list[Start | None] | None = None,
+        offsets: list[int] | None = None,
+        piece: int = READ_CHARS,
+    ):
         self.read_chunk = sampler.read_chunk
+        self.piece = piece
         self.rows = len(prompts)
-        self.width = max(len(prompt) for prompt in prompts)
+        offsets = offsets or [0] * self.rows
+        self.width = max(offset + len(prompt) for offset, prompt in zip(offsets, prompts))
         # Rows padded as for generation (see row_bucket) and every call READ_CHARS wide
         # (the last one stops early): the few shapes XLA compiles a program for.
         padded = row_bucket(self.rows, sampler.min_rows if min_rows is None else min_rows)
         self.ids = np.zeros((padded, self.width), np.int32)
         self.mask = np.zeros_like(self.ids, bool)
-        for row, prompt in enumerate(prompts):
-            self.ids[row, self.width - len(prompt) :] = prompt
-            self.mask[row, self.width - len(prompt) :] = True
-        self.logits = tf.zeros((padded, sampler.vocab.size))
-        self.states = sampler.initial_states(padded)
+        for row, (prompt, offset) in enumerate(zip(prompts, offsets)):
+            self.ids[row, offset : offset + len(prompt)] = prompt
+            self.mask[row, offset : offset + len(prompt)] = True
+        self.logits, self.states = start_rows(sampler, starts or [], padded)
         self.start = 0  # the next column to read
 
     @property
@@ -242,15 +254,15 @@ class PromptReading:
         return self.start >= self.width
 
     def read_piece(self) -> None:
-        piece = slice(self.start, self.start + READ_CHARS)
+        piece = slice(self.start, self.start + self.piece)
         self.logits, self.states = self.read_chunk(
             tf.constant(pad_columns(self.ids[:, piece], READ_CHARS)),
             tf.constant(pad_columns(self.mask[:, piece], READ_CHARS)),
-            tf.constant(min(READ_CHARS, self.width - self.start)),
+            tf.constant(min(self.piece, self.width - self.start)),
             self.logits,
             self.states,
         )
-        self.start += READ_CHARS
+        self.start += self.piece
 
     def read_all(self):
         """Reads what is left; returns `result()`."""
@@ -262,6 +274,44 @@ class PromptReading:
         """The logits and states after each prompt, once done."""
         rows = self.rows
         return self.logits[:rows], [[state[:rows] for state in layer] for layer in self.states]
+
+    def row_start(self, row: int) -> Start:
+        """Row `row`'s logits and states as they are now, copied out of the batch."""
+        return Start(
+            self.logits[row].numpy(),
+            [[state[row].numpy() for state in layer] for layer in self.states],
+        )
+
+
+@dataclass
+class Start:
+    """One row's logits (vocab,) and states (per layer, per state, (units,)): where
+    reading a text from a point goes on from."""
+
+    logits: np.ndarray
+    states: list[list[np.ndarray]]
+
+    @property
+    def nbytes(self) -> int:
+        return self.logits.nbytes + sum(state.nbytes for layer in self.states for state in layer)
+
+
+def start_rows(sampler: Sampler, starts: list[Start | None], rows: int):
+    """Logits and states for `rows` rows: starts[r] for row r where it is given, the
+    state after no text (zero logits, the model's initial states) elsewhere."""
+    logits = tf.zeros((rows, sampler.vocab.size))
+    states = sampler.initial_states(rows)
+    if not any(starts):
+        return logits, states
+    logits = logits.numpy()
+    states = [[state.numpy() for state in layer] for layer in states]
+    for row, start in enumerate(starts):
+        if start is not None:
+            logits[row] = start.logits
+            for layer, given in zip(states, start.states):
+                for state, value in zip(layer, given):
+                    state[row] = value
+    return tf.constant(logits), [[tf.constant(state) for state in layer] for layer in states]
 
 
 def pad_columns(array: np.ndarray, columns: int) -> np.ndarray:

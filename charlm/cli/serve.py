@@ -57,6 +57,14 @@ def serve(
         int,
         typer.Option(help="Connections kept at once; a request on one more gets HTTP 503."),
     ] = 512,
+    prefix_cache_mb: Annotated[
+        float,
+        typer.Option(
+            help="Memory for the states after prompt prefixes read before, so that a prompt "
+            "extending one (a shared system prompt, a growing conversation) reads only its "
+            "new characters; least recently used out. 0 turns it off."
+        ),
+    ] = 256,
     api_key: Annotated[
         Optional[str],
         typer.Option(
@@ -88,11 +96,14 @@ def serve(
         ("--header-timeout", header_timeout, 0.1),
         ("--body-timeout", body_timeout, 0.1),
         ("--grace", grace, 0),
+        ("--prefix-cache-mb", prefix_cache_mb, 0),
     ):
         if not value >= low:  # also refuses nan
             fail(f"{name} must be at least {low}; got {value}")
     if port > 65535:
         fail(f"--port must be at most 65535; got {port}")
+    if not prefix_cache_mb <= 2**20:
+        fail(f"--prefix-cache-mb must be at most {2**20} (a TiB); got {prefix_cache_mb}")
     from charlm.serve.transcript import parse_chat_roles
 
     try:
@@ -112,7 +123,12 @@ def serve(
 
     with user_errors():
         loaded = load_checkpoint(checkpoint)
-    engine = Engine(Sampler(loaded.model, loaded.vocab), lanes=lanes, queue_limit=queue)
+    engine = Engine(
+        Sampler(loaded.model, loaded.vocab),
+        lanes=lanes,
+        queue_limit=queue,
+        prefix_cache_bytes=int(prefix_cache_mb * 2**20),
+    )
     limits = Limits(
         max_tokens=max_tokens,
         max_prompt_chars=max_prompt_chars,

@@ -32,7 +32,8 @@ import threading
 from collections import deque
 
 from charlm.controls import sampling_mode
-from charlm.generate import PromptReading, Sampler
+from charlm.generate import Sampler
+from charlm.serve.prefix_cache import CachedReading, PrefixCache
 from charlm.serve.streams import EMPTY, Batch, Stream, controls_of, prompts_of
 
 log = logging.getLogger("charlm.serve")
@@ -56,16 +57,23 @@ class Engine:
     tensors, a chunk of characters per call. Streams join (concat) or leave (gather)
     with a few tensor operations, whatever their number."""
 
-    def __init__(self, sampler: Sampler, lanes: int = 64, queue_limit: int = 256):
+    def __init__(
+        self,
+        sampler: Sampler,
+        lanes: int = 64,
+        queue_limit: int = 256,
+        prefix_cache_bytes: int = 0,
+    ):
         # A request's text must not depend on whether it ran alone (see charlm.batching).
         self.sampler = sampler.batch_invariant()
         self.vocab = sampler.vocab
         self.lane_count = lanes
+        self.prefix_cache = PrefixCache(prefix_cache_bytes)  # the reader's alone
         self.queue_limit = queue_limit
         self.pending: deque[Stream] = deque()  # prompt not read yet
         self.reading = 0  # streams whose prompts are being read
         self.reading_short = False  # short prompts are being read: no chunk starts
-        self.long_reads: deque[tuple[list[Stream], PromptReading]] = deque()  # reader's own
+        self.long_reads: deque[tuple[list[Stream], CachedReading]] = deque()  # reader's own
         self.ready: list[Batch] = []  # prompt read, waiting for a chunk boundary
         self.active = EMPTY  # advanced by the decoder
         self.wake = threading.Condition()
@@ -101,6 +109,7 @@ class Engine:
                 "lanes": self.lane_count,
                 "active": self.lanes_taken(),
                 "waiting": len(self.pending),
+                "prefix_cache": self.prefix_cache.facts(),
             }
 
     def read_prompts(self) -> None:
@@ -114,16 +123,16 @@ class Engine:
                 groups = by_prompt_length(self.take_pending())
                 short = groups.pop(0) if groups and is_short(groups[0][0]) else []
                 for group in groups:
-                    self.long_reads.append((group, PromptReading(self.sampler, prompts_of(group))))
+                    self.long_reads.append((group, self.reading_of(group)))
                 self.reading += len(short) + sum(map(len, groups))
                 self.reading_short = bool(short)
                 self.wake.notify_all()  # unless short prompts are read, the decoder goes on
             if short:
-                self.read(short, PromptReading(self.sampler, prompts_of(short)), whole=True)
+                self.read(short, self.reading_of(short), whole=True)
             elif self.long_reads and self.read(*self.long_reads[0]):
                 self.long_reads.popleft()
 
-    def read(self, group: list[Stream], reading: PromptReading, whole: bool = False) -> bool:
+    def read(self, group: list[Stream], reading: CachedReading, whole: bool = False) -> bool:
         """Read a piece of a group's prompts, or all of them if `whole`. Once they are read,
         draw each stream's first character at once (it waits for its prompt, not for a
         chunk) and hand the streams to the decoder. Returns whether the group is done
@@ -157,11 +166,14 @@ class Engine:
         """Read each stream of a group that failed as a group of its own: short prompts
         now, long ones as the reader's next pieces (still counted as being read)."""
         for stream in group:
-            alone = ([stream], PromptReading(self.sampler, prompts_of([stream])))
+            alone = ([stream], self.reading_of([stream]))
             if whole:
                 self.read(*alone, whole=True)
             else:
                 self.long_reads.append(alone)
+
+    def reading_of(self, group: list[Stream]) -> CachedReading:
+        return self.prefix_cache.reading(self.sampler, prompts_of(group))
 
     def can_read(self) -> bool:
         return bool(self.pending) and self.lanes_taken() < self.lane_count

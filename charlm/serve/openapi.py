@@ -223,7 +223,18 @@ SCHEMAS = {
         }
     ),
     "Health": closed(
-        {"status": {"const": "ok"}, "lanes": INTEGER, "active": INTEGER, "waiting": INTEGER}
+        {
+            "status": {"const": "ok"},
+            "lanes": INTEGER,
+            "active": INTEGER,
+            "waiting": INTEGER,
+            "prefix_cache": closed(
+                {
+                    name: INTEGER
+                    for name in ("limit_bytes", "bytes", "entries", "read_chars", "saved_chars")
+                }
+            ),
+        }
     ),
     "Facts": {"type": "object", "required": ["model", "cell", "history"]},
     "InspectRequest": closed({"text": STRING, "model": STRING}, ["text"]),

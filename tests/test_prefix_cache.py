@@ -1,0 +1,121 @@
+"""The prefix cache: a prompt extending one read before is read from the stored state,
+with exactly the numbers of reading it whole; the cache keeps to its memory limit; and a
+real server answers the same text and log-probabilities with it as without it."""
+
+from __future__ import annotations
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.helpers import Server
+
+SYSTEM = "You are a helpful assistant who speaks as a play's characters do. " * 3
+
+
+@pytest.fixture(scope="module")
+def sampler(trained_run):
+    from charlm.generate import Sampler
+    from charlm.run.load import load_checkpoint
+
+    loaded = load_checkpoint(trained_run)
+    return Sampler(loaded.model, loaded.vocab).batch_invariant()
+
+
+def read(sampler, texts, cache=None):
+    """The logits and states after each text, as numpy arrays (read through `cache`, if given)."""
+    from charlm.generate import PromptReading
+
+    prompts = [sampler.vocab.encode(text) for text in texts]
+    if cache is None:
+        reading = PromptReading(sampler, prompts)
+        logits, states = reading.read_all()
+    else:
+        reading = cache.reading(sampler, prompts)
+        while not reading.done:
+            reading.read_piece()
+        logits, states = reading.result()
+    return logits.numpy(), [[s.numpy() for s in layer] for layer in states]
+
+
+def assert_same(got, expected):
+    np.testing.assert_array_equal(got[0], expected[0])
+    for got_layer, expected_layer in zip(got[1], expected[1]):
+        for got_state, expected_state in zip(got_layer, expected_layer):
+            np.testing.assert_array_equal(got_state, expected_state)
+
+
+def test_a_prompt_read_from_a_stored_prefix_has_the_numbers_of_a_whole_read(sampler):
+    """A shared system prompt, a conversation's next turn, the same prompt again and a
+    new one, read together in one group after a first prompt filled the cache."""
+    from charlm.serve.prefix_cache import STRIDE, PrefixCache
+
+    cache = PrefixCache(2**26)
+    first = SYSTEM + "ROMEO: what light"
+    read(sampler, [first], cache)
+    texts = [SYSTEM + "JULIET: ay me", first + " through yonder window", first, "new text"]
+    before = cache.read_chars
+    got = read(sampler, texts, cache)
+    assert_same(got, read(sampler, texts))
+    new_chars = len("JULIET: ay me") + len(" through yonder window") + len("new text")
+    assert new_chars <= cache.read_chars - before < new_chars + STRIDE
+
+
+def test_without_a_cache_nothing_is_stored_and_every_character_is_read(sampler):
+    from charlm.serve.prefix_cache import PrefixCache
+
+    cache = PrefixCache(0)
+    read(sampler, [SYSTEM], cache)
+    read(sampler, [SYSTEM + "more"], cache)
+    assert (cache.entries, cache.saved_chars) == ({}, 0)
+    assert cache.read_chars == 2 * len(SYSTEM) + 4
+
+
+def test_the_cache_keeps_to_its_limit_dropping_the_least_recently_used(sampler):
+    from charlm.serve.prefix_cache import KEY_BYTES, PrefixCache
+
+    cache = PrefixCache(2**20)
+    read(sampler, ["a first prompt"], cache)
+    entry = next(iter(cache.entries.values())).nbytes + KEY_BYTES
+    cache.limit = 40 * entry
+    for index in range(60):
+        read(sampler, [numbered(index) * 3], cache)
+        if index % 10 == 0:  # keep the first one in use: it must stay
+            read(sampler, ["a first prompt"], cache)
+        assert cache.size <= cache.limit
+    assert len(cache.entries) == 40
+    saved = cache.saved_chars
+    read(sampler, ["a first prompt"], cache)
+    assert cache.saved_chars == saved + len("a first prompt")
+    read(sampler, [numbered(0) * 3], cache)  # long since dropped
+    assert cache.saved_chars == saved + len("a first prompt")
+
+
+def numbered(index: int) -> str:
+    """A prompt of the tiny run's letters for each index."""
+    return f"prompt {'abcdeghikl'[index // 10]}{'abcdeghikl'[index % 10]} "
+
+
+@pytest.mark.slow
+def test_a_server_answers_the_same_with_its_cache_as_without(trained_run):
+    """The same requests to a server with a cache and one without: the same text and
+    log-probabilities, and the cached one read only the new characters."""
+    requests = [SYSTEM + "ROMEO: what light", SYSTEM + "JULIET: ay me", SYSTEM + "JULIET: ay me"]
+    answers = []
+    for megabytes in (16, 0):
+        server = Server(trained_run, "--lanes", 2, "--prefix-cache-mb", megabytes)
+        try:
+            answers.append(
+                [
+                    server.post(
+                        {"prompt": prompt, "max_tokens": 40, "seed": 3, "logprobs": 2}
+                    ).json()["choices"][0]
+                    for prompt in requests
+                ]
+            )
+            cache = httpx.get(f"{server.url}/health").json()["prefix_cache"]
+        finally:
+            server.stop()
+        if megabytes:
+            assert cache["saved_chars"] >= len(SYSTEM) * 2 - 64
+    assert answers[0] == answers[1]
