@@ -79,11 +79,19 @@ class Reply:
     async def body(self) -> dict:
         """The whole answer, once every choice has finished."""
         echo = self.completion.echo
+        # Asked for all at once: the scorer reads them together (see charlm.serve.logprobs).
+        every_logprobs = await asyncio.gather(
+            *(
+                self.logprobs(index, 0 if echo else len(prompt.text))
+                for index, prompt in enumerate(self.prompts)
+            )
+        )
         choices = []
         for index, (prompt, text) in enumerate(zip(self.prompts, self.texts)):
-            logprobs = await self.logprobs(index, 0 if echo else len(prompt.text))
             shown = prompt.text + text if echo else text
-            choices.append(self.shape.choice(index, shown, self.reasons[index], logprobs))
+            choices.append(
+                self.shape.choice(index, shown, self.reasons[index], every_logprobs[index])
+            )
         return {**self.envelope, "choices": choices, "usage": self.usage()}
 
     async def chunk(self, index: int, text: str, finish, first: bool) -> str:

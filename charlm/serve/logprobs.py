@@ -1,5 +1,5 @@
 """Log-probabilities in OpenAI's completions shape, computed by the library's scoring
-(charlm.textgen.TextGenerator.score_ids), so that every number is the one
+(charlm.textgen.TextGenerator.score_rows), so that every number is the one
 `LanguageModel.score` gives for the same text: the prompt's characters and the generated
 ones read together from the state after a newline.
 
@@ -11,41 +11,93 @@ its top dict too): the prompt is its context. Offsets count characters from the 
 start, as OpenAI's do, with or without `echo`. The numbers are the model's own, before
 temperature, top-k, top-p and logit_bias shape the draw.
 
-Scoring runs in one worker thread: the event loop keeps serving, and scorings queue
-behind each other rather than compete with the engine for the cores.
+Scoring runs in one worker thread, so the event loop keeps serving: the scorings asked
+for while it works are scored together next, as the rows of one batch (as many as
+BATCH_POSITIONS allows), which is what makes scoring many windows at once (as
+lm-evaluation-harness sends them) fast. A batch that fails is scored again a text at a
+time, so that one text that cannot be scored fails no other.
 """
 
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
+import logging
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from charlm.serve.prompts import Prompt
 from charlm.serve.requests import MAX_LOGPROBS
 
+log = logging.getLogger("charlm.serve")
+
+# Rows x longest text scored in one batch: its arrays stay a few hundred MB at most,
+# and 128 windows of 2,048 characters (lm-eval's default) fit.
+BATCH_POSITIONS = 128 * 2048
+
+
+@dataclass
+class Job:
+    """One text to score and what to answer with: positions `start` on, `top` each."""
+
+    ids: np.ndarray
+    start: int
+    top: int
+    has_prompt: bool
+    answer: Future = field(default_factory=Future)
+
 
 class Scoring:
-    """The log-probabilities of a server's choices, one scoring at a time."""
+    """The log-probabilities of a server's choices, scored in batches by one thread."""
 
     def __init__(self, generator):
         self.generator = generator
         # One `top` for every call: the scorer traces a program per value.
         self.top = min(MAX_LOGPROBS, generator.vocab.size)
-        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="charlm-score")
+        self.jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
+        threading.Thread(target=self.work, name="charlm-score", daemon=True).start()
 
     async def logprobs(self, prompt: Prompt, generated: str, start: int, top: int) -> dict:
         """The logprobs object of the characters from `start` on of the prompt's text
         followed by `generated`, with the `top` most likely characters at each."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.worker, self.compute, prompt, generated, start, top)
+        ids = np.concatenate([prompt.ids, self.generator.vocab.encode(generated)])
+        job = Job(ids.astype(np.int32), start, top, has_prompt=len(prompt.ids) > 0)
+        self.jobs.put(job)
+        return await asyncio.wrap_future(job.answer)
 
-    def compute(self, prompt: Prompt, generated: str, start: int, top: int) -> dict:
-        vocab = self.generator.vocab
-        ids = np.concatenate([prompt.ids, vocab.encode(generated)]).astype(np.int32)
-        scores = self.generator.score_ids(ids, self.top)
-        return shaped(scores, start, top, has_prompt=len(prompt.ids) > 0)
+    def work(self) -> None:
+        while True:
+            batch = self.gather(self.jobs.get())
+            if not self.answer(batch):
+                log.warning("scoring %d texts together failed; scoring each alone", len(batch))
+                for job in batch:
+                    self.answer([job])
+
+    def gather(self, first: Job) -> list[Job]:
+        """`first` and the jobs waiting behind it that fit in its batch."""
+        batch, longest = [first], len(first.ids)
+        while not self.jobs.empty() and len(batch) * longest < BATCH_POSITIONS:
+            batch.append(self.jobs.get())
+            longest = max(longest, len(batch[-1].ids))
+        return batch
+
+    def answer(self, batch: list[Job]) -> bool:
+        """Score `batch` and answer its jobs; False (none answered) if a batch of
+        several failed."""
+        try:
+            results = self.generator.score_rows([job.ids for job in batch], self.top)
+        except Exception as error:
+            if len(batch) > 1:
+                return False
+            log.exception("scoring a text failed; its request ends in error")
+            batch[0].answer.set_exception(error)
+            return True
+        for job, scores in zip(batch, results):
+            job.answer.set_result(shaped(scores, job.start, job.top, job.has_prompt))
+        return True
 
 
 def shaped(scores, start: int, top: int, has_prompt: bool) -> dict:

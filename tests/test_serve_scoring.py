@@ -1,0 +1,98 @@
+"""The server's scoring thread: scorings asked for while it works are scored together as
+one batch; a batch that fails is scored again a text at a time, so that only the text
+that cannot be scored fails. (Its numbers against LanguageModel.score are checked
+through a real server in test_serve_protocol.py and test_serve_clients.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from charlm.data.vocabulary import Vocabulary
+
+
+class FakeGenerator:
+    """Scores each character as -its id; the first batch waits until released."""
+
+    def __init__(self, broken: str = ""):
+        self.vocab = Vocabulary(list("\nabcdef"))
+        self.batches: list[int] = []
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.broken = broken
+
+    def score_rows(self, texts, top):
+        if not self.batches:
+            self.entered.set()
+            self.release.wait(10)
+
+        self.batches.append(len(texts))
+        if any(self.vocab.decode(ids) == self.broken for ids in texts):
+            raise RuntimeError("this text cannot be scored")
+        return [
+            SimpleNamespace(  # what charlm.textgen.Scores holds
+                text=self.vocab.decode(ids),
+                logprobs=-ids.astype(np.float32),
+                top_ids=np.zeros((len(ids), top), np.int32),
+                top_logprobs=np.zeros((len(ids), top), np.float32),
+                vocab=self.vocab,
+            )
+            for ids in texts
+        ]
+
+
+async def score_all(scoring, texts):
+    from charlm.serve.prompts import Prompt
+
+    generator = scoring.generator
+
+    def ask(text):
+        prompt = Prompt(generator.vocab.encode(text), text)
+        return asyncio.ensure_future(scoring.logprobs(prompt, "", 0, 1))
+
+    asks = [ask(texts[0])]
+    assert await asyncio.to_thread(generator.entered.wait, 10)
+    asks += [ask(text) for text in texts[1:]]  # all asked for while the first is scored
+    await asyncio.sleep(0.1)
+    generator.release.set()
+    return await asyncio.wait_for(asyncio.gather(*asks, return_exceptions=True), 30)
+
+
+def test_scorings_asked_for_meanwhile_are_scored_as_one_batch():
+    from charlm.serve.logprobs import Scoring
+
+    scoring = Scoring(FakeGenerator())
+    answers = asyncio.run(score_all(scoring, ["ab", "cab", "fed", "a", "bb"]))
+    assert scoring.generator.batches == [1, 4]
+    assert [answer["token_logprobs"] for answer in answers[1:3]] == [
+        [None, -1.0, -2.0],
+        [None, -5.0, -4.0],
+    ]
+
+
+def test_a_text_that_cannot_be_scored_fails_only_its_own_request():
+    from charlm.serve.logprobs import Scoring
+
+    scoring = Scoring(FakeGenerator(broken="fed"))
+    answers = asyncio.run(score_all(scoring, ["ab", "cab", "fed", "a"]))
+    assert scoring.generator.batches == [1, 3, 1, 1, 1]
+    assert isinstance(answers[2], RuntimeError)
+    assert [answer["tokens"] for i, answer in enumerate(answers) if i != 2] == [
+        list("ab"),
+        list("cab"),
+        list("a"),
+    ]
+
+
+@pytest.mark.parametrize("batch", [2, 4])
+def test_a_batch_keeps_to_its_positions(batch, monkeypatch):
+    """No more texts in a batch than BATCH_POSITIONS allows for the longest of them."""
+    from charlm.serve import logprobs
+
+    monkeypatch.setattr(logprobs, "BATCH_POSITIONS", 3 * batch)
+    scoring = logprobs.Scoring(FakeGenerator())
+    asyncio.run(score_all(scoring, ["abc"] * (1 + 2 * batch)))
+    assert scoring.generator.batches == [1, batch, batch]
