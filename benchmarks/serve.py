@@ -22,10 +22,12 @@ speed does not depend on the weights), in one run:
 7. with --soak-minutes M (`make bench-serve` gives 15): a soak of a fresh server with its
    default limits, for M minutes, by clients of five kinds at once (see soak()): requests
    served, errors by status, the good requests' latency, the server's memory at the start
-   and the end. --soak-only runs it alone.
+   and the end;
+8-10. the prefix cache, memory with it full, and lm-evaluation-harness's scoring against
+   `charlm eval`: see benchmarks/serve_clients.py.
 
     python benchmarks/serve.py [--seconds 15] [--requests 10000] [--json]
-                               [--soak-minutes 15] [--soak-only]
+                               [--soak-minutes 15] [--parts load,cache,lm-eval,soak]
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -140,14 +143,15 @@ def load_test(
     clients: int,
     seconds: float,
     max_tokens: int | tuple[int, int],
-    prompt: str = PROMPT,
+    prompt: str | Callable[[random.Random], str] = PROMPT,
 ) -> dict:
     """Each client streams completions back to back, of `max_tokens` characters, or of a
     length drawn uniformly from a (low, high) range. Clients start one by one over the
     first second, as independent users would arrive. After a 3-second warm-up, for
     `seconds`: the characters received (while every client is busy, so that neither
     the start nor the ragged end counts) and the first-character waits of the
-    completions begun."""
+    completions begun. `prompt` may be a function of a client's random generator,
+    called for each request."""
     stop_at = time.perf_counter() + seconds + 3
     count_from = stop_at - seconds
     counted = [0] * clients
@@ -166,7 +170,8 @@ def load_test(
             length = max_tokens if isinstance(max_tokens, int) else lengths.randint(*max_tokens)
             began = time.perf_counter()
             window = (count_from, stop_at)
-            first, chars, gap = stream_completion(connection, prompt, length, seed, window)
+            text = prompt(lengths) if callable(prompt) else prompt
+            first, chars, gap = stream_completion(connection, text, length, seed, window)
             counted[index] += chars
             if began >= count_from:
                 first_chars[index].append(first)
@@ -212,7 +217,9 @@ def rss_mb(pid: int) -> float:
         return int(next(line for line in status if line.startswith("VmRSS:")).split()[1]) / 1024
 
 
-def many_requests(url: str, count: int, clients: int = 32) -> None:
+def many_requests(url: str, count: int, clients: int = 32, prompt=lambda i: PROMPT[: i % 100]):
+    """`count` requests of 4 characters, request i's prompt `prompt(i)`, by `clients`
+    clients back to back."""
     done = iter(range(count))
     lock = threading.Lock()
 
@@ -223,7 +230,7 @@ def many_requests(url: str, count: int, clients: int = 32) -> None:
                     index = next(done, None)
                 if index is None:
                     return
-                body = {"prompt": PROMPT[: index % 100], "max_tokens": 4, "seed": index}
+                body = {"prompt": prompt(index), "max_tokens": 4, "seed": index}
                 client.post(f"{url}/v1/completions", json=body, timeout=60).raise_for_status()
 
     threads = [threading.Thread(target=client_loop) for _ in range(clients)]
@@ -438,15 +445,30 @@ def main():
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--soak-minutes", type=float, default=0)
-    parser.add_argument("--soak-only", action="store_true")
+    parser.add_argument(
+        "--parts",
+        default="load,cache,lm-eval,soak",
+        help="which to run, of load (points 1-6), cache (8 and 9), lm-eval (10) and soak "
+        "(7, when --soak-minutes is given)",
+    )
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
+
+    import serve_clients
 
     results = {}
     with tempfile.TemporaryDirectory(prefix="charlm-bench-serve-") as root:
         run = reference_run(Path(root))
-        if not args.soak_only:
+        if "load" in parts:
             results.update(load_tests(run, args))
-        if args.soak_minutes:
+        if "cache" in parts:
+            results["shared_system_prompt"] = serve_clients.shared_system_prompt(run, args.seconds)
+            results["memory_with_full_cache"] = serve_clients.memory_with_full_cache(
+                run, args.requests
+            )
+        if "lm-eval" in parts:
+            results["lm_eval"] = serve_clients.lm_eval_against_charlm_eval(run, Path(root))
+        if "soak" in parts and args.soak_minutes:
             results["soak"] = soak(run, args.soak_minutes)
     print(json.dumps(results, indent=2) if args.json else report(results))
 
@@ -481,7 +503,10 @@ def load_tests(run: Path, args) -> dict:
 
 
 def report(results: dict) -> str:
+    import serve_clients
+
     lines = load_report(results) if "clients" in results else []
+    lines += serve_clients.report(results)
     if "soak" in results:
         lines += soak_report(results["soak"])
     return "\n".join(lines)

@@ -18,6 +18,9 @@ its streams alone, so that one stream that cannot be served ends no other; a str
 fails alone ends with finish reason "error" and is logged; both threads go on serving
 the others.
 
+A prompt is read from the longest prefix of it read before, if the prefix cache
+(charlm.serve.prefix_cache) still holds that prefix's state.
+
 A recurrent model makes this simple: a stream's whole state is a few vectors per layer,
 so joining or leaving the batch is a gather of those vectors, with no cache that grows.
 Each stream keeps its own seed, position and controls (charlm.controls.Controls), so its

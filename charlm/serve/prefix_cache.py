@@ -12,8 +12,8 @@ The numbers are exactly those of reading the whole prompt: a row is read by the 
 compiled step whatever rows are beside it (charlm.batching), and starting from a stored
 state is the step that would have followed it.
 
-An entry's key is the chained digest of its prefix's STRIDE-character blocks, plus the
-characters past the last whole block: a lookup walks a prompt's blocks once. Entries
+An entry's key is the chained digest of its prefix's STRIDE-character strides, plus the
+characters past the last whole stride: a lookup walks a prompt's strides once. Entries
 are dropped least recently used first past `limit_bytes` (what their arrays take);
 0 keeps nothing. Only the engine's reader thread uses a cache.
 """
@@ -37,7 +37,7 @@ class PrefixCache:
     def __init__(self, limit_bytes: int):
         self.limit = limit_bytes
         self.entries: OrderedDict[tuple[bytes, bytes], Start] = OrderedDict()
-        self.tails: dict[bytes, set[bytes]] = {}  # block digest -> tails stored after it
+        self.tails: dict[bytes, set[bytes]] = {}  # stride digest -> tails stored after it
         self.size = 0  # bytes the entries take
         self.read_chars = 0  # prompt characters read since the start
         self.saved_chars = 0  # prompt characters not read, thanks to an entry
@@ -49,14 +49,14 @@ class PrefixCache:
         """The longest stored prefix of `ids`: its length and state (0 and None if none)."""
         if self.limit == 0:
             return 0, None
-        digests = block_digests(ids)
-        for blocks in range(len(digests) - 1, -1, -1):
-            at = blocks * STRIDE
+        digests = stride_digests(ids)
+        for strides in range(len(digests) - 1, -1, -1):
+            at = strides * STRIDE
             rest = ids[at : at + STRIDE].tobytes()
-            stored = [t for t in self.tails.get(digests[blocks], ()) if rest.startswith(t)]
+            stored = [t for t in self.tails.get(digests[strides], ()) if rest.startswith(t)]
             if stored:
                 tail = max(stored, key=len)
-                key = (digests[blocks], tail)
+                key = (digests[strides], tail)
                 self.entries.move_to_end(key)
                 return at + len(tail) // ids.itemsize, self.entries[key]
         return 0, None
@@ -67,8 +67,8 @@ class PrefixCache:
         cost = start.nbytes + KEY_BYTES
         if cost > self.limit:
             return
-        blocks = len(ids) // STRIDE
-        key = (block_digests(ids[: blocks * STRIDE])[-1], ids[blocks * STRIDE :].tobytes())
+        strides = len(ids) // STRIDE
+        key = (stride_digests(ids[: strides * STRIDE])[-1], ids[strides * STRIDE :].tobytes())
         if key in self.entries:
             self.entries.move_to_end(key)
             return
@@ -92,13 +92,13 @@ class PrefixCache:
         }
 
 
-def block_digests(ids: np.ndarray) -> list[bytes]:
-    """The digest of each whole-block prefix of `ids`: digests[k] is that of ids[:k*STRIDE]
-    (digests[0] that of no text), each made from the one before and the next block."""
+def stride_digests(ids: np.ndarray) -> list[bytes]:
+    """The digest of each whole-stride prefix of `ids`: digests[k] is that of ids[:k*STRIDE]
+    (digests[0] that of no text), each made from the one before and the next stride."""
     digests = [b""]
     for at in range(0, len(ids) - len(ids) % STRIDE, STRIDE):
-        block = ids[at : at + STRIDE].tobytes()
-        digests.append(hashlib.blake2b(digests[-1] + block, digest_size=16).digest())
+        stride = ids[at : at + STRIDE].tobytes()
+        digests.append(hashlib.blake2b(digests[-1] + stride, digest_size=16).digest())
     return digests
 
 
@@ -113,7 +113,7 @@ class CachedReading:
         found = [cache.longest(ids) for ids in prompts]
         self.known = [length for length, _ in found]
         # Row r's prompt is read from character known[r], at column offsets[r]: the
-        # columns a call ends on are then whole blocks into its prompt.
+        # columns a call ends on are then whole strides into its prompt.
         self.offsets = [length % STRIDE for length in self.known]
         self.reading = PromptReading(
             sampler,
