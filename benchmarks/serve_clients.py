@@ -134,7 +134,8 @@ def lm_eval_against_charlm_eval(run: Path, root: Path) -> dict:
         result = evaluate_file(eval_run, text_file)
         charlm_eval.append(time.perf_counter() - started)
 
-    process, url = start_server(run, *SERVER_FLAGS)
+    # lm-eval's remote tokenizer sends the whole text to /tokenize.
+    process, url = start_server(run, *SERVER_FLAGS, "--max-prompt-chars", str(LM_EVAL_CHARS))
     lm_eval, samples = [], None
     try:
         for _ in range(2):
