@@ -41,7 +41,10 @@ def test_langchains_openai_llm_invokes_and_batches(server):
 def lm_eval(server, out: Path) -> dict[str, list[dict]]:
     """lm_eval on the two tasks through the server, as the README runs it; each task's
     logged samples."""
-    model_args = f"base_url={server.url}/v1/completions,tokenizer_backend=remote,model=run"
+    model_args = (
+        f"base_url={server.url}/v1/completions,tokenizer_backend=remote,model=run,"
+        "batch_size=32,num_concurrent=4"
+    )
     command = [
         *(sys.executable, "-m", "lm_eval", "--model", "local-completions"),
         *("--model_args", model_args, "--tasks", "charlm_rolling,charlm_choice"),
