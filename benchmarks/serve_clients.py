@@ -13,7 +13,7 @@
 10. lm-evaluation-harness's loglikelihood_rolling over a 200,000-character text (lm-eval
    sends one text's windows at a time: a long text is what keeps the server's batches
    wide) through the server (its local-completions client, tokenizer_backend=remote,
-   batch_size 32 and num_concurrent 4, as the README recommends) against `charlm eval`
+   --batch_size 32 and num_concurrent=4, as the README recommends) against `charlm eval`
    on the same text with 2,048-character windows, lm-eval's own, each timed twice (the
    faster counts: the first compiles), lm-eval after it has indexed its tasks (its
    start-up, timed apart); and lm-eval's total log-likelihood against the
@@ -33,7 +33,8 @@ from serve import load_test, many_requests, rss_mb, start_server
 
 SYSTEM_CHARS, QUESTION_CHARS = 2000, 50
 SERVER_FLAGS = ("--queue", "1024", "--max-tokens", "100000")
-LM_EVAL_ARGS = "tokenizer_backend=remote,batch_size=32,num_concurrent=4,max_length=2048"
+LM_EVAL_ARGS = "tokenizer_backend=remote,num_concurrent=4,max_length=2048"
+LM_EVAL_BATCH = 32  # requests per call (the README's --batch_size)
 LM_EVAL_CHARS, LM_EVAL_DOCS = 200_000, 1
 
 
@@ -194,6 +195,7 @@ def run_lm_eval(url: str, task_manager) -> list[dict]:
         model_args=f"base_url={url}/v1/completions,model=bench,{LM_EVAL_ARGS}",
         tasks=["charlm_bench_rolling"],
         task_manager=task_manager,
+        batch_size=LM_EVAL_BATCH,
         log_samples=True,
     )
     return results["samples"]["charlm_bench_rolling"]
@@ -283,7 +285,8 @@ def report(results: dict) -> list[str]:
         lines += [
             "",
             f"lm-eval loglikelihood_rolling over {figures['chars']:,} characters through the "
-            f"server ({LM_EVAL_ARGS}): {figures['lm_eval_chars_per_s']:,.0f} chars/s (runs "
+            f"server ({LM_EVAL_ARGS}, batch size {LM_EVAL_BATCH}): "
+            f"{figures['lm_eval_chars_per_s']:,.0f} chars/s (runs "
             + ", ".join(f"{s:.1f}" for s in figures["lm_eval_s"])
             + f" s, after lm-eval indexed its tasks in {figures['lm_eval_task_index_s']:.1f} s)"
             + "; charlm eval on the same text, 2,048-character windows: "

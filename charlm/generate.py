@@ -216,7 +216,7 @@ def start_token(vocab: Vocabulary) -> int:
 
 
 class PromptReading:
-    """Prompts being read together, `piece` columns per call (READ_CHARS at most), so
+    """Prompts being read together, `piece` columns per call (READ_CHARS, the most), so
     memory stays flat for a prompt of any length and a caller can do other work between
     calls. Row r's prompt starts at column offsets[r] (0 by default), from the logits and
     states starts[r] (those after no text by default, see Start); a mask keeps a row's
@@ -231,10 +231,10 @@ class PromptReading:
         min_rows: int | None = None,
         starts: list[Start | None] | None = None,
         offsets: list[int] | None = None,
-        piece: int = READ_CHARS,
+        piece: int | None = None,
     ):
         self.read_chunk = sampler.read_chunk
-        self.piece = piece
+        self.piece = piece or READ_CHARS
         self.rows = len(prompts)
         offsets = offsets or [0] * self.rows
         self.width = max(offset + len(prompt) for offset, prompt in zip(offsets, prompts))

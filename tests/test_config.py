@@ -43,6 +43,8 @@ def test_override_beats_file(tmp_path):
         ("- just\n- a list\n", "must be a mapping of sections"),
         ("model:\n  cell: [lstm\n", "not valid YAML at line"),
         ("data:\n  corpus: 5\n", "data.corpus must be a path"),
+        ("train:\n  learning_rate: .inf\n", "train.learning_rate must be a finite number"),
+        (f"sample:\n  temperature: 1{'0' * 400}\n", "sample.temperature must be a finite number"),
     ],
 )
 def test_bad_configs_name_the_key(tmp_path, text, message):

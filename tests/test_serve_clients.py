@@ -42,12 +42,12 @@ def lm_eval(server, out: Path) -> dict[str, list[dict]]:
     """lm_eval on the two tasks through the server, as the README runs it; each task's
     logged samples."""
     model_args = (
-        f"base_url={server.url}/v1/completions,tokenizer_backend=remote,model=run,"
-        "batch_size=32,num_concurrent=4"
+        f"base_url={server.url}/v1/completions,tokenizer_backend=remote,model=run,num_concurrent=4"
     )
     command = [
         *(sys.executable, "-m", "lm_eval", "--model", "local-completions"),
         *("--model_args", model_args, "--tasks", "charlm_rolling,charlm_choice"),
+        *("--batch_size", "32"),
         *("--include_path", "tests/lm_eval_tasks", "--log_samples", "--output_path", str(out)),
     ]
     offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "0"}

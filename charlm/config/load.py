@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import copy
 import difflib
-import math
 import re
 import reprlib
+import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -245,7 +245,8 @@ def check_kind(name: str, value, kind: str):
     if kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{name} must be a number; got {shown(value)}")
-        if not math.isfinite(value):
+        # An int past a float's range (10**400) cannot be converted, so it is not finite.
+        if not -sys.float_info.max <= value <= sys.float_info.max:
             raise ConfigError(f"{name} must be a finite number; got {shown(value)}")
         return float(value)
     if kind == "str":

@@ -225,14 +225,11 @@ SCHEMAS = {
     "Health": closed(
         {
             "status": {"const": "ok"},
-            "lanes": INTEGER,
-            "active": INTEGER,
-            "waiting": INTEGER,
+            **dict.fromkeys(("lanes", "active", "waiting"), INTEGER),
             "prefix_cache": closed(
-                {
-                    name: INTEGER
-                    for name in ("limit_bytes", "bytes", "entries", "read_chars", "saved_chars")
-                }
+                dict.fromkeys(
+                    ("limit_bytes", "bytes", "entries", "read_chars", "saved_chars"), INTEGER
+                )
             ),
         }
     ),
