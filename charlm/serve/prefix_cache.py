@@ -45,11 +45,11 @@ class PrefixCache:
     def reading(self, sampler, prompts: list[np.ndarray]) -> CachedReading:
         return CachedReading(self, sampler, prompts)
 
-    def longest(self, ids: np.ndarray) -> tuple[int, Start | None]:
-        """The longest stored prefix of `ids`: its length and state (0 and None if none)."""
+    def longest(self, ids: np.ndarray, digests: list[bytes]) -> tuple[int, Start | None]:
+        """The longest stored prefix of `ids` (whose stride_digests are `digests`): its
+        length and state (0 and None if none)."""
         if self.limit == 0:
             return 0, None
-        digests = stride_digests(ids)
         for strides in range(len(digests) - 1, -1, -1):
             at = strides * STRIDE
             rest = ids[at : at + STRIDE].tobytes()
@@ -61,14 +61,12 @@ class PrefixCache:
                 return at + len(tail) // ids.itemsize, self.entries[key]
         return 0, None
 
-    def store(self, ids: np.ndarray, start: Start) -> None:
-        """Keep `start`, the state after the prefix `ids`, dropping the least recently
-        used entries as the limit requires."""
+    def store(self, key: tuple[bytes, bytes], start: Start) -> None:
+        """Keep `start`, the state after the prefix of key `key` (see prefix_key),
+        dropping the least recently used entries as the limit requires."""
         cost = start.nbytes + KEY_BYTES
         if cost > self.limit:
             return
-        strides = len(ids) // STRIDE
-        key = (stride_digests(ids[: strides * STRIDE])[-1], ids[strides * STRIDE :].tobytes())
         if key in self.entries:
             self.entries.move_to_end(key)
             return
@@ -102,6 +100,13 @@ def stride_digests(ids: np.ndarray) -> list[bytes]:
     return digests
 
 
+def prefix_key(ids: np.ndarray, length: int, digests: list[bytes]) -> tuple[bytes, bytes]:
+    """The key of ids[:length]: the digest of its whole strides (`digests` are ids's
+    stride_digests) and the ids past them."""
+    strides = length // STRIDE
+    return digests[strides], ids[strides * STRIDE : length].tobytes()
+
+
 class CachedReading:
     """A PromptReading of each prompt's part past its longest stored prefix; it stores the
     state at each STRIDE-th character it reads and at each prompt's end. Each row is
@@ -110,7 +115,8 @@ class CachedReading:
     def __init__(self, cache: PrefixCache, sampler, prompts: list[np.ndarray]):
         self.cache = cache
         self.prompts = prompts = [np.asarray(ids, np.int32) for ids in prompts]
-        found = [cache.longest(ids) for ids in prompts]
+        self.digests = [stride_digests(ids) for ids in prompts]  # once per prompt
+        found = [cache.longest(ids, digests) for ids, digests in zip(prompts, self.digests)]
         self.known = [length for length, _ in found]
         # Row r's prompt is read from character known[r], at column offsets[r]: the
         # columns a call ends on are then whole strides into its prompt.
@@ -134,7 +140,8 @@ class CachedReading:
         for row, ids in enumerate(self.prompts):
             read_to = self.known[row] - self.offsets[row] + self.reading.start
             if self.known[row] < read_to < len(ids) or (self.done and self.known[row] < len(ids)):
-                self.cache.store(ids[: min(read_to, len(ids))], self.reading.row_start(row))
+                key = prefix_key(ids, min(read_to, len(ids)), self.digests[row])
+                self.cache.store(key, self.reading.row_start(row))
 
     def result(self):
         return self.reading.result()
