@@ -10,6 +10,9 @@ import pytest
 
 from tests.helpers import Server
 
+# Each reads prompts through compiled XLA programs of its own: too slow for `make test-fast`.
+pytestmark = pytest.mark.slow
+
 SYSTEM = "You are a helpful assistant who speaks as a play's characters do. " * 3
 
 
@@ -96,7 +99,6 @@ def numbered(index: int) -> str:
     return f"prompt {'abcdeghikl'[index // 10]}{'abcdeghikl'[index % 10]} "
 
 
-@pytest.mark.slow
 def test_a_server_answers_the_same_with_its_cache_as_without(trained_run):
     """The same requests to a server with a cache and one without: the same text and
     log-probabilities, and the cached one read only the new characters."""
