@@ -96,3 +96,14 @@ def test_a_batch_keeps_to_its_positions(batch, monkeypatch):
     scoring = logprobs.Scoring(FakeGenerator())
     asyncio.run(score_all(scoring, ["abc"] * (1 + 2 * batch)))
     assert scoring.generator.batches == [1, batch, batch]
+
+
+def test_a_long_text_waiting_behind_short_ones_is_scored_in_the_next_batch(monkeypatch):
+    """Short texts do not let a long one into their batch past BATCH_POSITIONS."""
+    from charlm.serve import logprobs
+
+    monkeypatch.setattr(logprobs, "BATCH_POSITIONS", 8)
+    scoring = logprobs.Scoring(FakeGenerator())
+    answers = asyncio.run(score_all(scoring, ["a", "b", "c", "abcdefab", "d", "e"]))
+    assert scoring.generator.batches == [1, 2, 1, 2]
+    assert answers[3]["tokens"] == list("abcdefab")

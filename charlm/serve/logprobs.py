@@ -58,6 +58,7 @@ class Scoring:
         # One `top` for every call: the scorer traces a program per value.
         self.top = min(MAX_LOGPROBS, generator.vocab.size)
         self.jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
+        self.held: Job | None = None  # taken from the queue, next to be scored
         threading.Thread(target=self.work, name="charlm-score", daemon=True).start()
 
     async def logprobs(self, prompt: Prompt, generated: str, start: int, top: int) -> dict:
@@ -70,18 +71,25 @@ class Scoring:
 
     def work(self) -> None:
         while True:
-            batch = self.gather(self.jobs.get())
+            first, self.held = self.held or self.jobs.get(), None
+            batch = self.gather(first)
             if not self.answer(batch):
                 log.warning("scoring %d texts together failed; scoring each alone", len(batch))
                 for job in batch:
                     self.answer([job])
 
     def gather(self, first: Job) -> list[Job]:
-        """`first` and the jobs waiting behind it that fit in its batch."""
+        """`first` and the jobs waiting behind it that fit in its batch (rows x its
+        longest text within BATCH_POSITIONS); the first that does not fit is held for
+        the next batch."""
         batch, longest = [first], len(first.ids)
-        while not self.jobs.empty() and len(batch) * longest < BATCH_POSITIONS:
-            batch.append(self.jobs.get())
-            longest = max(longest, len(batch[-1].ids))
+        while not self.jobs.empty():
+            job = self.jobs.get()
+            if (len(batch) + 1) * max(longest, len(job.ids)) > BATCH_POSITIONS:
+                self.held = job
+                break
+            batch.append(job)
+            longest = max(longest, len(job.ids))
         return batch
 
     def answer(self, batch: list[Job]) -> bool:
