@@ -6,7 +6,7 @@ Its rules, each in one place:
 - the start state, "as after a newline": `TextGenerator.prompt_ids` (Sampler.prime_row);
 - reading a prime, then generating in chunks: `TextGenerator.pieces`;
 - scoring, each character predicted from the state after a newline and the characters
-  before it: `TextGenerator.score`.
+  before it: charlm.scoring.scoring_row, run by `TextGenerator.score`.
 """
 
 from __future__ import annotations
@@ -19,16 +19,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from charlm.batching import row_bucket
 from charlm.config import SampleConfig
 from charlm.controls import SamplingOptions
 from charlm.data.vocabulary import Vocabulary
 from charlm.generate import CHUNK, READ_CHARS, Sampler
-from charlm.model.build import recurrent_layers
-from charlm.model.step import chain_of_layers
 from charlm.sampling_rules import Settings, StopScan, readable_prime, resolve_settings
-
-SCORE_PIECE = 2048  # characters per compiled scoring call: one program, flat memory
+from charlm.scoring import Scorer, scoring_row
 
 
 @dataclass
@@ -179,88 +175,15 @@ class TextGenerator:
 
     def score_ids(self, ids, top: int = 5) -> Scores:
         """`score` of the text of token ids `ids` (the unknown token's id included)."""
-        return self.score_rows([ids], top)[0]
-
-    def score_rows(self, texts: list, top: int = 5) -> list[Scores]:
-        """`score_ids` of several texts (each an array of token ids), read together as
-        the rows of one batch: a text's numbers are those it has scored alone, up to the
-        rounding of a wider product (at most a few units in the last place)."""
         if not 0 <= top <= self.vocab.size:
             raise ValueError(f"top must be between 0 and {self.vocab.size}; got {top}")
         if self.scorer is None:
             self.scorer = Scorer(self.model)
-        targets = [np.asarray(ids, np.int32).reshape(-1) for ids in texts]
-        start = self.prompt_ids("")
-        inputs = [np.concatenate([start, row[:-1]]).astype(np.int32) for row in targets]
-        results = self.scorer.run(inputs, targets, top)
-        return [
-            Scores(self.vocab.decode(row), *result, self.vocab)
-            for row, result in zip(targets, results)
-        ]
+        row = scoring_row(ids, self.sampler.start_token())
+        return self.scores_of(row.targets, self.scorer.run([row], top)[0])
 
-
-class Scorer:
-    """The model run over long sequences, a batch of rows together, SCORE_PIECE
-    characters per call, with the recurrent states carried from call to call. Each layer
-    runs as the model's own call runs it (the fused loop's inference pass on a CPU), so
-    a log-probability here is the model's own, up to the rounding of a longer sequence."""
-
-    def __init__(self, model: keras.Model):
-        self.layers = [
-            layer for layer in chain_of_layers(model) if not isinstance(layer, keras.layers.Dropout)
-        ]
-        self.dtype = self.layers[0].compute_dtype
-        self.state_sizes = [state_sizes(layer) for layer in recurrent_layers(model)]
-        self.piece = tf.function(self._piece)
-
-    def run(self, inputs: list[np.ndarray], targets: list[np.ndarray], top: int) -> list[tuple]:
-        """For each row (inputs[r] read to predict targets[r], of one length): the
-        log-probabilities of its targets (length,), and the `top` most likely ids and
-        their log-probabilities (length, top)."""
-        rows, length = len(targets), max(map(len, targets))
-        # Rows rounded up as for sampling (one traced program per bucket), every call
-        # SCORE_PIECE wide (the padding comes after a row's text: it changes nothing
-        # read before it).
-        padded = row_bucket(rows, 1)
-        columns = np.zeros((2, padded, length), np.int32)
-        for row, (given, wanted) in enumerate(zip(inputs, targets)):
-            columns[0, row, : len(given)], columns[1, row, : len(wanted)] = given, wanted
-        logprobs = np.empty((rows, length), np.float32)
-        top_ids = np.empty((rows, length, top), np.int32)
-        top_logprobs = np.empty((rows, length, top), np.float32)
-        states = [
-            [tf.zeros((padded, size), self.dtype) for size in sizes] for sizes in self.state_sizes
-        ]
-        for start in range(0, length, SCORE_PIECE):
-            piece = slice(start, start + SCORE_PIECE)
-            width = min(SCORE_PIECE, length - start)
-            call = np.zeros((2, padded, SCORE_PIECE), np.int32)
-            call[:, :, :width] = columns[:, :, piece]
-            chosen, ids, values, states = self.piece(tf.constant(call), states, top)
-            logprobs[:, piece] = chosen.numpy()[:rows, :width]
-            top_ids[:, piece] = ids.numpy()[:rows, :width]
-            top_logprobs[:, piece] = values.numpy()[:rows, :width]
-        return [
-            (logprobs[r, :n], top_ids[r, :n], top_logprobs[r, :n])
-            for r, n in enumerate(map(len, targets))
-        ]
-
-    def _piece(self, columns, states, top: int):
-        x = columns[0]
-        carried = iter(states)
-        new_states = []
-        for layer in self.layers:
-            if isinstance(layer, keras.layers.RNN):
-                _, x, layer_states = layer.inner_loop(x, list(next(carried)), None, False)
-                new_states.append(list(layer_states))
-            else:
-                x = layer(x)
-        logprobs = tf.nn.log_softmax(tf.cast(x, tf.float32), axis=-1)
-        chosen = tf.gather(logprobs, columns[1], batch_dims=2)
-        values, ids = tf.math.top_k(logprobs, k=top)
-        return chosen, ids, values, new_states
-
-
-def state_sizes(layer: keras.layers.RNN) -> list[int]:
-    sizes = layer.cell.state_size
-    return list(sizes) if isinstance(sizes, (list, tuple)) else [sizes]
+    def scores_of(self, ids: np.ndarray, scored) -> Scores:
+        """The Scores of the text of `ids`, from a Scorer's RowScores of it."""
+        return Scores(
+            self.vocab.decode(ids), scored.logprobs, scored.top_ids, scored.top_logprobs, self.vocab
+        )

@@ -1,6 +1,7 @@
-"""The prefix cache: a prompt extending one read before is read from the stored state,
-with exactly the numbers of reading it whole; the cache keeps to its memory limit; and a
-real server answers the same text and log-probabilities with it as without it."""
+"""The prefix caches: a prompt extending one read before is read from the stored state,
+and a text extending one scored before is scored from its stored strides, each with
+exactly the numbers of reading it whole; the caches keep to their memory limits; and a
+real server answers the same text and log-probabilities with them as without them."""
 
 from __future__ import annotations
 
@@ -94,6 +95,57 @@ def test_the_cache_keeps_to_its_limit_dropping_the_least_recently_used(sampler):
     assert cache.saved_chars == saved + len("a first prompt")
 
 
+def score(generator, texts, cache_bytes):
+    """Each text's Scores through the server's scoring, with a cache of `cache_bytes`;
+    and that Scoring."""
+    from charlm.serve.logprobs import Scoring
+
+    scoring = Scoring(generator, cache_bytes)
+    return scoring.score([generator.vocab.encode(text) for text in texts]), scoring
+
+
+def test_a_text_scored_from_cached_strides_has_the_scores_of_a_whole_scoring(trained_run):
+    """Choices after a shared context, a text extending one scored before, the same text
+    again and a new one, scored together after a first text filled the cache: the
+    numbers of scoring each whole, and only the characters past the cached strides read."""
+    import charlm
+    from charlm.serve.prefix_cache import STRIDE
+
+    generator = charlm.load(trained_run).generator
+    first = SYSTEM + "ROMEO: what light"
+    texts = [SYSTEM + "JULIET: ay me", first + " through yonder window", first, "new text"]
+    _, scoring = score(generator, [first], 2**26)
+    before = scoring.cache.read_chars
+    got = scoring.score([generator.vocab.encode(text) for text in texts])
+    expected, _ = score(generator, texts, 0)
+    for got_scores, expected_scores in zip(got, expected):
+        for name in ("logprobs", "top_ids", "top_logprobs"):
+            np.testing.assert_array_equal(getattr(got_scores, name), getattr(expected_scores, name))
+    shared = [len(SYSTEM) + len("JULIET: "), len(first), len(first), 0]
+    read = sum(len(text) - STRIDE * (same // STRIDE) for text, same in zip(texts, shared))
+    assert scoring.cache.read_chars - before == read
+
+
+def test_a_full_score_cache_drops_a_texts_later_strides_first():
+    """A text's strides are only of use from its first on: when some must go, the
+    later ones go."""
+    from charlm.serve.prefix_cache import KEY_BYTES, ScoreCache, ScoredStride, stride_digests
+
+    def stride():
+        return ScoredStride(np.zeros(32), np.zeros(32), np.zeros(32), [[np.zeros(32)]])
+
+    cost = stride().nbytes + KEY_BYTES
+    cache = ScoreCache(3 * cost)
+    digests = stride_digests(np.arange(5 * 32, dtype=np.int32))
+    cache.store_strides(digests, {1: stride(), 2: stride()})  # a prefix scored first
+    assert len(cache.strides(digests, 5)) == 2
+    cache.store_strides(digests, {count: stride() for count in range(3, 6)})  # then the text
+    assert len(cache.strides(digests, 5)) == 3
+    other = stride_digests(np.arange(1000, 1032, dtype=np.int32))
+    cache.store_strides(other, {1: stride()})  # one more: the text's third stride goes
+    assert len(cache.strides(digests, 5)) == 2
+
+
 def numbered(index: int) -> str:
     """A prompt of the tiny run's letters for each index."""
     return f"prompt {'abcdeghikl'[index // 10]}{'abcdeghikl'[index % 10]} "
@@ -102,22 +154,22 @@ def numbered(index: int) -> str:
 def test_a_server_answers_the_same_with_its_cache_as_without(trained_run):
     """The same requests to a server with a cache and one without: the same text and
     log-probabilities, and the cached one read only the new characters."""
-    requests = [SYSTEM + "ROMEO: what light", SYSTEM + "JULIET: ay me", SYSTEM + "JULIET: ay me"]
+    prompts = [SYSTEM + "ROMEO: what light", SYSTEM + "JULIET: ay me", SYSTEM + "JULIET: ay me"]
+    requests = [
+        {"prompt": prompt, "max_tokens": 40, "seed": 3, "logprobs": 2} for prompt in prompts
+    ]
+    # lm-eval's choices after a shared context: scored, not generated.
+    choices = [SYSTEM + "ROMEO: ay", SYSTEM + "ROMEO: no"]
+    requests.append({"prompt": choices, "max_tokens": 0, "echo": True, "logprobs": 3})
     answers = []
     for megabytes in (16, 0):
         server = Server(trained_run, "--lanes", 2, "--prefix-cache-mb", megabytes)
         try:
-            answers.append(
-                [
-                    server.post(
-                        {"prompt": prompt, "max_tokens": 40, "seed": 3, "logprobs": 2}
-                    ).json()["choices"][0]
-                    for prompt in requests
-                ]
-            )
-            cache = httpx.get(f"{server.url}/health").json()["prefix_cache"]
+            answers.append([server.post(request).json()["choices"] for request in requests])
+            health = httpx.get(f"{server.url}/health").json()
         finally:
             server.stop()
         if megabytes:
-            assert cache["saved_chars"] >= len(SYSTEM) * 2 - 64
+            assert health["prefix_cache"]["saved_chars"] >= len(SYSTEM) * 2 - 64
+            assert health["score_cache"]["saved_chars"] >= len(SYSTEM) * 4 - 128
     assert answers[0] == answers[1]

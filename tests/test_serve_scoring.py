@@ -13,35 +13,47 @@ import numpy as np
 import pytest
 
 from charlm.data.vocabulary import Vocabulary
+from charlm.scoring import RowScores
 
 
 class FakeGenerator:
-    """Scores each character as -its id; the first batch waits until released."""
+    """A generator and its scorer: each character scores -its id; the first batch waits
+    until released."""
 
     def __init__(self, broken: str = ""):
         self.vocab = Vocabulary(list("\nabcdef"))
+        self.sampler = SimpleNamespace(start_token=lambda: 0)
         self.batches: list[int] = []
         self.entered, self.release = threading.Event(), threading.Event()
         self.broken = broken
 
-    def score_rows(self, texts, top):
+    def run(self, rows, top, keep_states):  # charlm.scoring.Scorer.run
         if not self.batches:
             self.entered.set()
             self.release.wait(10)
 
-        self.batches.append(len(texts))
-        if any(self.vocab.decode(ids) == self.broken for ids in texts):
+        self.batches.append(len(rows))
+        if any(self.vocab.decode(row.targets) == self.broken for row in rows):
             raise RuntimeError("this text cannot be scored")
         return [
-            SimpleNamespace(  # what charlm.textgen.Scores holds
-                text=self.vocab.decode(ids),
-                logprobs=-ids.astype(np.float32),
-                top_ids=np.zeros((len(ids), top), np.int32),
-                top_logprobs=np.zeros((len(ids), top), np.float32),
-                vocab=self.vocab,
+            RowScores(
+                -row.targets.astype(np.float32),
+                np.zeros((len(row.targets), top), np.int32),
+                np.zeros((len(row.targets), top), np.float32),
+                [],
             )
-            for ids in texts
+            for row in rows
         ]
+
+    def scores_of(self, ids, scored):  # charlm.textgen.TextGenerator.scores_of
+        return SimpleNamespace(text=self.vocab.decode(ids), vocab=self.vocab, **vars(scored))
+
+
+def fake_scoring(broken: str = ""):
+    from charlm.serve.logprobs import Scoring
+
+    generator = FakeGenerator(broken)
+    return Scoring(generator, scorer=generator)
 
 
 async def score_all(scoring, texts):
@@ -62,9 +74,7 @@ async def score_all(scoring, texts):
 
 
 def test_scorings_asked_for_meanwhile_are_scored_as_one_batch():
-    from charlm.serve.logprobs import Scoring
-
-    scoring = Scoring(FakeGenerator())
+    scoring = fake_scoring()
     answers = asyncio.run(score_all(scoring, ["ab", "cab", "fed", "a", "bb"]))
     assert scoring.generator.batches == [1, 4]
     assert [answer["token_logprobs"] for answer in answers[1:3]] == [
@@ -74,9 +84,7 @@ def test_scorings_asked_for_meanwhile_are_scored_as_one_batch():
 
 
 def test_a_text_that_cannot_be_scored_fails_only_its_own_request():
-    from charlm.serve.logprobs import Scoring
-
-    scoring = Scoring(FakeGenerator(broken="fed"))
+    scoring = fake_scoring(broken="fed")
     answers = asyncio.run(score_all(scoring, ["ab", "cab", "fed", "a"]))
     assert scoring.generator.batches == [1, 3, 1, 1, 1]
     assert isinstance(answers[2], RuntimeError)
@@ -93,7 +101,7 @@ def test_a_batch_keeps_to_its_positions(batch, monkeypatch):
     from charlm.serve import logprobs
 
     monkeypatch.setattr(logprobs, "BATCH_POSITIONS", 3 * batch)
-    scoring = logprobs.Scoring(FakeGenerator())
+    scoring = fake_scoring()
     asyncio.run(score_all(scoring, ["abc"] * (1 + 2 * batch)))
     assert scoring.generator.batches == [1, batch, batch]
 
@@ -103,7 +111,7 @@ def test_a_long_text_waiting_behind_short_ones_is_scored_in_the_next_batch(monke
     from charlm.serve import logprobs
 
     monkeypatch.setattr(logprobs, "BATCH_POSITIONS", 8)
-    scoring = logprobs.Scoring(FakeGenerator())
+    scoring = fake_scoring()
     answers = asyncio.run(score_all(scoring, ["a", "b", "c", "abcdefab", "d", "e"]))
     assert scoring.generator.batches == [1, 2, 1, 2]
     assert answers[3]["tokens"] == list("abcdefab")

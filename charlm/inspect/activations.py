@@ -25,7 +25,7 @@ from charlm.generate import start_token
 from charlm.model.build import is_stateful
 from charlm.model.fused import cell_math, compiled_loops, loop_weights, projected_inputs, split_bias
 from charlm.model.step import chain_of_layers
-from charlm.textgen import state_sizes
+from charlm.scoring import state_sizes
 
 PIECE = 512  # characters per compiled call: one XLA program per layer, flat memory
 

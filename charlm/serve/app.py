@@ -67,7 +67,8 @@ class Service:
         self.generator = TextGenerator(
             loaded.model, loaded.vocab, loaded.config.sample, sampler=engine.sampler
         )
-        self.scoring = Scoring(self.generator)
+        # Scoring's cache may take what the engine's may (--prefix-cache-mb).
+        self.scoring = Scoring(self.generator, engine.prefix_cache.limit)
         self.model_id = loaded.run_dir.name
         self.created = int(time.time())
         self.stopping = asyncio.Event()  # set when the shutdown grace has run out
@@ -147,7 +148,8 @@ def create_app(service: Service) -> Starlette:
         return JSONResponse(facts(service))
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", **service.engine.load()})
+        score_cache = service.scoring.cache.facts()
+        return JSONResponse({"status": "ok", **service.engine.load(), "score_cache": score_cache})
 
     async def openapi(request: Request) -> Response:
         from charlm import __version__

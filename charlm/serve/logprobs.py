@@ -1,7 +1,8 @@
 """Log-probabilities in OpenAI's completions shape, computed by the library's scoring
-(charlm.textgen.TextGenerator.score_rows), so that every number is the one
-`LanguageModel.score` gives for the same text: the prompt's characters and the generated
-ones read together from the state after a newline.
+(charlm.scoring), so that every number is the one `LanguageModel.score` gives for the
+same text (to a few units in the last place: the server scores at least INVARIANT_ROWS
+rows at once, see charlm.batching): the prompt's characters and the generated ones read
+together from the state after a newline.
 
     {"tokens": [...], "token_logprobs": [...], "top_logprobs": [{char: logprob}, ...],
      "text_offset": [...]}
@@ -16,6 +17,12 @@ for while it works are scored together next, as the rows of one batch (as many a
 BATCH_POSITIONS allows), which is what makes scoring many windows at once (as
 lm-evaluation-harness sends them) fast. A batch that fails is scored again a text at a
 time, so that one text that cannot be scored fails no other.
+
+A text is scored from its longest prefix of whole strides scored before, if the score
+cache (charlm.serve.prefix_cache.ScoreCache) still holds them: the choices after a
+shared context, a completion's text as it streams. The numbers are exactly those of
+scoring the whole text: a row's scores depend neither on the rows beside it nor on the
+stride its reading started at (charlm.scoring).
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from charlm.batching import INVARIANT_ROWS
+from charlm.scoring import RowScores, Scorer, scoring_row
+from charlm.serve.prefix_cache import STRIDE, ScoreCache, ScoredStride, stride_digests
 from charlm.serve.prompts import Prompt
 from charlm.serve.requests import MAX_LOGPROBS
 
@@ -53,8 +63,11 @@ class Job:
 class Scoring:
     """The log-probabilities of a server's choices, scored in batches by one thread."""
 
-    def __init__(self, generator):
+    def __init__(self, generator, cache_bytes: int = 0, scorer: Scorer | None = None):
         self.generator = generator
+        # Calls a STRIDE wide: the states after each are those a cached stride keeps.
+        self.scorer = scorer or Scorer(generator.model, min_rows=INVARIANT_ROWS, piece=STRIDE)
+        self.cache = ScoreCache(cache_bytes)  # the worker thread's alone
         # One `top` for every call: the scorer traces a program per value.
         self.top = min(MAX_LOGPROBS, generator.vocab.size)
         self.jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
@@ -96,7 +109,7 @@ class Scoring:
         """Score `batch` and answer its jobs; False (none answered) if a batch of
         several failed."""
         try:
-            results = self.generator.score_rows([job.ids for job in batch], self.top)
+            results = self.score([job.ids for job in batch])
         except Exception as error:
             if len(batch) > 1:
                 return False
@@ -106,6 +119,46 @@ class Scoring:
         for job, scores in zip(batch, results):
             job.answer.set_result(shaped(scores, job.start, job.top, job.has_prompt))
         return True
+
+    def score(self, texts: list[np.ndarray]) -> list:
+        """Each text's charlm.textgen.Scores, read from its longest cached prefix of whole
+        strides; the strides read are cached."""
+        digests = [stride_digests(ids) for ids in texts]
+        cached = [self.cache.strides(d, len(ids) // STRIDE) for ids, d in zip(texts, digests)]
+        start = self.generator.sampler.start_token()
+        rows = [
+            scoring_row(ids, start, len(strides) * STRIDE, strides[-1].states if strides else None)
+            for ids, strides in zip(texts, cached)
+        ]
+        scored = self.scorer.run(rows, self.top, keep_states=self.cache.limit > 0)
+        results = []
+        for ids, digest, strides, new in zip(texts, digests, cached, scored):
+            known = len(strides) * STRIDE
+            whole = joined(strides + [new])
+            self.cache.store_strides(digest, new_strides(whole, new.piece_states, known))
+            self.cache.saved_chars += known
+            self.cache.read_chars += len(ids) - known
+            results.append(self.generator.scores_of(ids, whole))
+        return results
+
+
+def new_strides(whole: RowScores, piece_states: list, known: int) -> dict[int, ScoredStride]:
+    """The strides a text's scoring read past its first `known` characters, by their
+    count from the text's start: their scores (taken from `whole`, the text's) and the
+    states after each (piece_states, one per STRIDE read)."""
+    strides = {}
+    for count, states in enumerate(piece_states, start=known // STRIDE + 1):
+        at = slice((count - 1) * STRIDE, count * STRIDE)
+        scores = [getattr(whole, name)[at].copy() for name in RowScores.ARRAYS]
+        strides[count] = ScoredStride(*scores, states)
+    return strides
+
+
+def joined(parts: list) -> RowScores:
+    """Consecutive parts of a text's scores (ScoredStride or RowScores) as one."""
+    return RowScores(
+        *(np.concatenate([getattr(p, name) for p in parts]) for name in RowScores.ARRAYS), []
+    )
 
 
 def shaped(scores, start: int, top: int, has_prompt: bool) -> dict:

@@ -226,12 +226,11 @@ SCHEMAS = {
         {
             "status": {"const": "ok"},
             **dict.fromkeys(("lanes", "active", "waiting"), INTEGER),
-            "prefix_cache": closed(
-                dict.fromkeys(
-                    ("limit_bytes", "bytes", "entries", "read_chars", "saved_chars"), INTEGER
-                )
-            ),
+            **dict.fromkeys(("prefix_cache", "score_cache"), ref("CacheFacts")),
         }
+    ),
+    "CacheFacts": closed(
+        dict.fromkeys(("limit_bytes", "bytes", "entries", "read_chars", "saved_chars"), INTEGER)
     ),
     "Facts": {"type": "object", "required": ["model", "cell", "history"]},
     "InspectRequest": closed({"text": STRING, "model": STRING}, ["text"]),

@@ -16,12 +16,15 @@ An entry's key is the chained digest of its prefix's STRIDE-character strides, p
 characters past the last whole stride: a lookup walks a prompt's strides once. Entries
 are dropped least recently used first past `limit_bytes` (what their arrays take);
 0 keeps nothing. Only the engine's reader thread uses a cache.
+
+Scoring keeps its own cache (ScoreCache), of states and scores: see its docstring.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -31,16 +34,68 @@ STRIDE = 32  # characters between stored states; also the columns read per call
 KEY_BYTES = 100  # a key's digest and tail, and the dictionaries' share, per entry
 
 
-class PrefixCache:
-    """States after prompt prefixes, least recently used out past `limit_bytes`."""
+class ByteBoundedLru:
+    """Entries kept least recently used last, the oldest dropped past `limit` bytes (what
+    their arrays take, plus KEY_BYTES each); 0 keeps nothing."""
 
     def __init__(self, limit_bytes: int):
         self.limit = limit_bytes
-        self.entries: OrderedDict[tuple[bytes, bytes], Start] = OrderedDict()
-        self.tails: dict[bytes, set[bytes]] = {}  # stride digest -> tails stored after it
+        self.entries: OrderedDict = OrderedDict()
         self.size = 0  # bytes the entries take
-        self.read_chars = 0  # prompt characters read since the start
-        self.saved_chars = 0  # prompt characters not read, thanks to an entry
+        self.read_chars = 0  # characters read since the start
+        self.saved_chars = 0  # characters not read, thanks to an entry
+
+    def touch(self, key):
+        """The entry of `key`, now the most recently used."""
+        self.entries.move_to_end(key)
+        return self.entries[key]
+
+    def store(self, key, value) -> None:
+        """Keep `value` (with an `nbytes`) under `key`, dropping the least recently used
+        entries as the limit requires."""
+        self.put(key, value)
+        self.evict()
+
+    def put(self, key, value) -> None:
+        """Keep `value` under `key`, most recently used, not yet minding the limit."""
+        if value.nbytes + KEY_BYTES > self.limit:
+            return
+        if key in self.entries:
+            self.entries.move_to_end(key)
+            return
+        self.entries[key] = value
+        self.stored(key)
+        self.size += value.nbytes + KEY_BYTES
+
+    def evict(self) -> None:
+        """Drop the least recently used entries until the limit is kept."""
+        while self.size > self.limit:
+            dropped_key, dropped = self.entries.popitem(last=False)
+            self.dropped(dropped_key)
+            self.size -= dropped.nbytes + KEY_BYTES
+
+    def stored(self, key) -> None:
+        """Called when `key` is stored (for a subclass's index)."""
+
+    def dropped(self, key) -> None:
+        """Called when `key` is dropped."""
+
+    def facts(self) -> dict:
+        return {
+            "limit_bytes": self.limit,
+            "bytes": self.size,
+            "entries": len(self.entries),
+            "read_chars": self.read_chars,
+            "saved_chars": self.saved_chars,
+        }
+
+
+class PrefixCache(ByteBoundedLru):
+    """States after prompt prefixes, keyed by prefix_key."""
+
+    def __init__(self, limit_bytes: int):
+        super().__init__(limit_bytes)
+        self.tails: dict[bytes, set[bytes]] = {}  # stride digest -> tails stored after it
 
     def reading(self, sampler, prompts: list[np.ndarray]) -> CachedReading:
         return CachedReading(self, sampler, prompts)
@@ -56,38 +111,65 @@ class PrefixCache:
             stored = [t for t in self.tails.get(digests[strides], ()) if rest.startswith(t)]
             if stored:
                 tail = max(stored, key=len)
-                key = (digests[strides], tail)
-                self.entries.move_to_end(key)
-                return at + len(tail) // ids.itemsize, self.entries[key]
+                start = self.touch((digests[strides], tail))
+                return at + len(tail) // ids.itemsize, start
         return 0, None
 
-    def store(self, key: tuple[bytes, bytes], start: Start) -> None:
-        """Keep `start`, the state after the prefix of key `key` (see prefix_key),
-        dropping the least recently used entries as the limit requires."""
-        cost = start.nbytes + KEY_BYTES
-        if cost > self.limit:
-            return
-        if key in self.entries:
-            self.entries.move_to_end(key)
-            return
-        self.entries[key] = start
+    def stored(self, key: tuple[bytes, bytes]) -> None:
         self.tails.setdefault(key[0], set()).add(key[1])
-        self.size += cost
-        while self.size > self.limit:
-            (digest, tail), dropped = self.entries.popitem(last=False)
-            self.tails[digest].discard(tail)
-            if not self.tails[digest]:
-                del self.tails[digest]
-            self.size -= dropped.nbytes + KEY_BYTES
 
-    def facts(self) -> dict:
-        return {
-            "limit_bytes": self.limit,
-            "bytes": self.size,
-            "entries": len(self.entries),
-            "read_chars": self.read_chars,
-            "saved_chars": self.saved_chars,
-        }
+    def dropped(self, key: tuple[bytes, bytes]) -> None:
+        digest, tail = key
+        self.tails[digest].discard(tail)
+        if not self.tails[digest]:
+            del self.tails[digest]
+
+
+@dataclass
+class ScoredStride:
+    """A stride of a scored text: the scores of its STRIDE characters (see RowScores)
+    and the states after reading the inputs that predicted them."""
+
+    logprobs: np.ndarray
+    top_ids: np.ndarray
+    top_logprobs: np.ndarray
+    states: list[list[np.ndarray]]
+
+    @property
+    def nbytes(self) -> int:
+        arrays = [self.logprobs, self.top_ids, self.top_logprobs]
+        return sum(a.nbytes for a in arrays) + sum(s.nbytes for layer in self.states for s in layer)
+
+
+class ScoreCache(ByteBoundedLru):
+    """The strides of texts scored before, each keyed by the stride_digests of the text
+    up to its end: a text whose first k strides are all stored is scored from there,
+    its first k * STRIDE scores taken from them. A stride's scores need the text before
+    it, so a text's strides are looked up from the first on, and the earlier ones kept
+    more recently used than the later (the later ones go first)."""
+
+    def strides(self, digests: list[bytes], most: int) -> list[ScoredStride]:
+        """The stored strides, from the first on (at most `most`), of the text whose
+        stride_digests are `digests`."""
+        found = 0
+        while found < min(most, len(digests) - 1) and digests[found + 1] in self.entries:
+            found += 1
+        self.touch_first(digests, found)
+        return [self.entries[digests[count]] for count in range(1, found + 1)]
+
+    def store_strides(self, digests: list[bytes], strides: dict[int, ScoredStride]) -> None:
+        """Keep a text's new strides (its count-th stride under its count), its earlier
+        strides the more recently used; only then drop what the limit requires."""
+        for count, stride in strides.items():
+            self.put(digests[count], stride)
+        self.touch_first(digests, max(strides, default=0))
+        self.evict()
+
+    def touch_first(self, digests: list[bytes], count: int) -> None:
+        """Make the text's first `count` strides the most recently used, the first most."""
+        for stride in range(count, 0, -1):
+            if digests[stride] in self.entries:
+                self.touch(digests[stride])
 
 
 def stride_digests(ids: np.ndarray) -> list[bytes]:
