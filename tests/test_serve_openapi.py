@@ -88,7 +88,8 @@ def test_completions_and_their_chunks_match_the_document(server, document):
 
 
 def test_chat_and_its_chunks_match_the_document(server, document):
-    body = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 20, "n": 2}
+    body = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 20, "n": 2,
+            "logprobs": True, "top_logprobs": 2}  # fmt: skip
     send(server, document, "/v1/chat/completions", body, "ChatCompletion", "ChatRequest")
     for chunk in streamed(server, "/v1/chat/completions", {**body, "stream": True}):
         check(document, "ChatCompletionChunk", chunk)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import charlm
+from charlm.serve.prompts import readable
 from tests.helpers import Server, events, invoke
 
 SAMPLING = {"max_tokens": 40, "temperature": 0.9, "seed": 5}
@@ -255,6 +256,37 @@ def test_chat_continues_the_transcript_as_the_assistant(server):
         assert "".join(d.delta.content for d in deltas) == choice.message.content
 
 
+def test_chat_logprobs_are_the_scores_of_the_reply(server, lm):
+    """Through the openai client, streaming and not: each character of the reply with its
+    log-probability after the transcript and the reply before it, its UTF-8 bytes, and
+    the most likely characters there, as LanguageModel.score gives them."""
+    import openai
+
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused")
+    options = {"max_tokens": 30, "temperature": 0.9, "seed": 2, "logprobs": True, "top_logprobs": 3}
+    reply = client.chat.completions.create(model="run", messages=CHAT, **options).choices[0]
+    content = reply.logprobs.content
+    assert "".join(token.token for token in content) == reply.message.content
+    # The model reads the transcript as a prime: without the characters it never saw.
+    read = readable(lm.generator, TRANSCRIPT)
+    scores = lm.score(read + reply.message.content)
+    start = len(read)
+    np.testing.assert_allclose(
+        [token.logprob for token in content], scores.logprobs[start:], rtol=1e-5
+    )
+    for position, token in enumerate(content, start):
+        assert token.bytes == list(token.token.encode("utf-8"))
+        assert [top.token for top in token.top_logprobs] == [c for c, _ in scores.top[position][:3]]
+    stream = client.chat.completions.create(model="run", messages=CHAT, stream=True, **options)
+    streamed = [
+        t
+        for chunk in stream
+        if chunk.choices[0].logprobs
+        for t in chunk.choices[0].logprobs.content
+    ]
+    assert [t.model_dump() for t in streamed] == [t.model_dump() for t in content]
+
+
 def test_chat_takes_max_completion_tokens(server):
     body = {"messages": CHAT, "max_completion_tokens": 7, "seed": 1}
     reply = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=30).json()
@@ -266,7 +298,9 @@ def test_chat_takes_max_completion_tokens(server):
     [
         ({}, "messages", "non-empty list"),
         ({"messages": [{"role": "robot", "content": "x"}]}, "messages", "role must be one of"),
-        ({"messages": CHAT, "logprobs": True}, "logprobs", "not supported"),
+        ({"messages": CHAT, "logprobs": 1}, "logprobs", "true or false"),
+        ({"messages": CHAT, "top_logprobs": 2}, "top_logprobs", "needs logprobs: true"),
+        ({"messages": CHAT, "logprobs": True, "top_logprobs": 21}, "top_logprobs", "0 to"),
         ({"messages": CHAT, "top_p": 0}, "top_p", "above 0"),
         ({"messages": CHAT, "prompt": "x"}, "prompt", "unknown field"),
         ({"messages": [{"role": "user", "content": "a" * 3000}]}, "messages", "at most 3,000"),

@@ -156,13 +156,14 @@ def flag(fields: dict, name: str) -> bool:
     return value
 
 
-def parse_logprobs(value, vocab_size: int) -> int | None:
-    """`logprobs`: null, or how many of the most likely characters to show (0 to 20)."""
+def parse_logprobs(value, vocab_size: int, name: str = "logprobs") -> int | None:
+    """`logprobs` (chat's `top_logprobs`): null, or how many of the most likely
+    characters to show (0 to 20)."""
     if value is None:
         return None
     most = min(MAX_LOGPROBS, vocab_size)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
-        raise RequestError(f"logprobs must be null or an integer from 0 to {most}", "logprobs")
+        raise RequestError(f"{name} must be null or an integer from 0 to {most}", name)
     return value
 
 
