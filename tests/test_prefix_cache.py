@@ -126,6 +126,22 @@ def test_a_text_scored_from_cached_strides_has_the_scores_of_a_whole_scoring(tra
     assert scoring.cache.read_chars - before == read
 
 
+def test_texts_scored_together_read_the_beginning_they_share_once(trained_run):
+    """lm-eval's choices after one context, sent in one batch: the context's whole strides
+    are scored once, and each choice from them, with the numbers of scoring each whole."""
+    import charlm
+    from charlm.serve.prefix_cache import STRIDE
+
+    generator = charlm.load(trained_run).generator
+    choices = [SYSTEM + ending for ending in ("ay", "no", "perhaps", "no")]
+    got, scoring = score(generator, choices, 2**26)
+    expected, _ = score(generator, choices, 0)
+    for got_scores, expected_scores in zip(got, expected):
+        np.testing.assert_array_equal(got_scores.logprobs, expected_scores.logprobs)
+    shared = STRIDE * (len(SYSTEM) // STRIDE)
+    assert scoring.cache.read_chars == shared + sum(len(text) - shared for text in choices)
+
+
 def test_a_full_score_cache_drops_a_texts_later_strides_first():
     """A text's strides are only of use from its first on: when some must go, the
     later ones go."""

@@ -31,6 +31,7 @@ import asyncio
 import logging
 import queue
 import threading
+from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -124,6 +125,8 @@ class Scoring:
         """Each text's charlm.textgen.Scores, read from its longest cached prefix of whole
         strides; the strides read are cached."""
         digests = [stride_digests(ids) for ids in texts]
+        if self.cache.limit:
+            self.score_shared_prefixes(texts, digests)
         cached = [self.cache.strides(d, len(ids) // STRIDE) for ids, d in zip(texts, digests)]
         start = self.generator.sampler.start_token()
         rows = [
@@ -140,6 +143,19 @@ class Scoring:
             self.cache.read_chars += len(ids) - known
             results.append(self.generator.scores_of(ids, whole))
         return results
+
+    def score_shared_prefixes(self, texts: list[np.ndarray], digests: list) -> None:
+        """Score first, once each, the longest runs of whole strides that texts of one
+        batch begin with alike and the cache lacks (the choices after one context sent
+        together): the texts are then read from them."""
+        counts = Counter(digest for text_digests in digests for digest in set(text_digests[1:]))
+        shared = {}
+        for ids, text_digests in zip(texts, digests):
+            strides = max((k for k, d in enumerate(text_digests) if counts[d] > 1), default=0)
+            if strides and text_digests[strides] not in self.cache.entries:
+                shared.setdefault(text_digests[strides], ids[: strides * STRIDE])
+        if shared:
+            self.score(list(shared.values()))
 
 
 def new_strides(whole: RowScores, piece_states: list, known: int) -> dict[int, ScoredStride]:
