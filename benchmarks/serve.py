@@ -448,7 +448,7 @@ def main():
     parser.add_argument(
         "--parts",
         default="load,cache,lm-eval,soak",
-        help="which to run, of load (points 1-6), cache (8 and 9), lm-eval (10) and soak "
+        help="which to run, of load (points 1-6), cache (8 and 9), lm-eval (10 and 11) and soak "
         "(7, when --soak-minutes is given)",
     )
     args = parser.parse_args()
@@ -468,6 +468,7 @@ def main():
             )
         if "lm-eval" in parts:
             results["lm_eval"] = serve_clients.lm_eval_against_charlm_eval(run, Path(root))
+            results["choices"] = serve_clients.choices_with_and_without_cache(run, Path(root))
         if "soak" in parts and args.soak_minutes:
             results["soak"] = soak(run, args.soak_minutes)
     print(json.dumps(results, indent=2) if args.json else report(results))

@@ -15,9 +15,16 @@
    wide) through the server (its local-completions client, tokenizer_backend=remote,
    --batch_size 32 and num_concurrent=4, as the README recommends) against `charlm eval`
    on the same text with 2,048-character windows, lm-eval's own, each timed twice (the
-   faster counts: the first compiles), lm-eval after it has indexed its tasks (its
+   faster counts: the first compiles; the server without its score cache, which would
+   serve the second run from the first), lm-eval after it has indexed its tasks (its
    start-up, timed apart); and lm-eval's total log-likelihood against the
-   model's scores of the same windows.
+   model's scores of the same windows;
+11. lm-eval's multiple_choice through the server with the score cache and, in the same
+   run, without it (--prefix-cache-mb 0): 64 questions, each a 1,900-character context
+   (a slice of the corpus) and 4 choices of 50 characters (the slice's true next 50 and
+   three other slices), so each choice repeats its context; the time of lm-eval's
+   evaluation (each server timed twice, the faster counts: the first compiles), the
+   characters each read, and whether the two gave the same log-likelihoods.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ SERVER_FLAGS = ("--queue", "1024", "--max-tokens", "100000")
 LM_EVAL_ARGS = "tokenizer_backend=remote,num_concurrent=4,max_length=2048"
 LM_EVAL_BATCH = 32  # requests per call (the README's --batch_size)
 LM_EVAL_CHARS, LM_EVAL_DOCS = 200_000, 1
+CHOICE_QUESTIONS, CHOICE_CONTEXT, CHOICE_CHARS = 64, 1900, 50
 
 
 def corpus_text(run: Path) -> str:
@@ -144,7 +152,10 @@ def lm_eval_against_charlm_eval(run: Path, root: Path) -> dict:
     started = time.perf_counter()
     task_manager = TaskManager(include_path=str(tasks))
     task_index_s = time.perf_counter() - started
-    process, url = start_server(run, *SERVER_FLAGS, "--max-prompt-chars", str(LM_EVAL_CHARS))
+    # Without the score cache: lm-eval's second run would be read from the first's strides.
+    process, url = start_server(
+        run, *SERVER_FLAGS, "--max-prompt-chars", str(LM_EVAL_CHARS), "--prefix-cache-mb", "0"
+    )
     lm_eval, samples = [], None
     try:
         for _ in range(2):
@@ -168,6 +179,62 @@ def lm_eval_against_charlm_eval(run: Path, root: Path) -> dict:
     }
 
 
+def choices_with_and_without_cache(run: Path, root: Path) -> dict:
+    """Point 11 of the module's docstring."""
+    from lm_eval.tasks import TaskManager
+
+    corpus = corpus_text(run)
+    rng = random.Random(11)
+    questions = []
+    for _ in range(CHOICE_QUESTIONS):
+        at = rng.randrange(len(corpus) - CHOICE_CONTEXT - CHOICE_CHARS)
+        true_end = corpus[at + CHOICE_CONTEXT : at + CHOICE_CONTEXT + CHOICE_CHARS]
+        others = [rng.randrange(len(corpus) - CHOICE_CHARS) for _ in range(3)]
+        choices = [true_end] + [corpus[o : o + CHOICE_CHARS] for o in others]
+        questions.append(
+            {"context": corpus[at : at + CHOICE_CONTEXT], "choices": choices, "label": 0}
+        )
+    tasks = write_choice_task(root / "choice-tasks", questions)
+    task_manager = TaskManager(include_path=str(tasks))
+    results = {}
+    for label, flags in (("cache", ()), ("no cache", ("--prefix-cache-mb", "0"))):
+        process, url = start_server(run, *SERVER_FLAGS, *flags)
+        times, samples = [], None
+        try:
+            for _ in range(2):
+                started = time.perf_counter()
+                samples = run_lm_eval(url, task_manager, "charlm_bench_choice")
+                times.append(time.perf_counter() - started)
+            cache = httpx.get(f"{url}/health").json()["score_cache"]
+        finally:
+            process.terminate()
+            process.wait()
+        loglikelihoods = [[float(r[0]) for r in sample["filtered_resps"]] for sample in samples]
+        results[label] = {"s": times, "score_cache": cache, "loglikelihoods": loglikelihoods}
+    results["same"] = results["cache"]["loglikelihoods"] == results["no cache"]["loglikelihoods"]
+    return results
+
+
+def write_choice_task(folder: Path, questions: list[dict]) -> Path:
+    folder.mkdir()
+    data = folder / "questions.jsonl"
+    data.write_text("".join(json.dumps(q) + "\n" for q in questions), encoding="utf-8")
+    (folder / "bench_choice.yaml").write_text(
+        "task: charlm_bench_choice\n"
+        "dataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
+        "test_split: test\n"
+        "output_type: multiple_choice\n"
+        'doc_to_text: "{{context}}"\n'
+        'doc_to_choice: "{{choices}}"\n'
+        'doc_to_target: "{{label}}"\n'
+        'target_delimiter: ""\n'
+        "metric_list:\n  - metric: acc\n",
+        encoding="utf-8",
+    )
+    return folder
+
+
 def write_task(folder: Path, docs: list[str]) -> Path:
     folder.mkdir()
     data = folder / "docs.jsonl"
@@ -186,19 +253,19 @@ def write_task(folder: Path, docs: list[str]) -> Path:
     return folder
 
 
-def run_lm_eval(url: str, task_manager) -> list[dict]:
-    """lm-eval's samples of the bench task, run as its CLI runs it."""
+def run_lm_eval(url: str, task_manager, task: str = "charlm_bench_rolling") -> list[dict]:
+    """lm-eval's samples of a bench task, run as its CLI runs it."""
     import lm_eval
 
     results = lm_eval.simple_evaluate(
         model="local-completions",
         model_args=f"base_url={url}/v1/completions,model=bench,{LM_EVAL_ARGS}",
-        tasks=["charlm_bench_rolling"],
+        tasks=[task],
         task_manager=task_manager,
         batch_size=LM_EVAL_BATCH,
         log_samples=True,
     )
-    return results["samples"]["charlm_bench_rolling"]
+    return results["samples"][task]
 
 
 def windowed_copy(run: Path, copy: Path, window: int) -> Path:
@@ -296,5 +363,27 @@ def report(results: dict) -> list[str]:
             f"loss in nats per character: lm-eval {figures['lm_eval_loss']:.6f}, the model's "
             f"scores of lm-eval's windows {figures['same_windows_loss']:.6f}, charlm eval "
             f"(its own windows) {figures['charlm_eval_loss']:.6f}",
+        ]
+    if "choices" in results:
+        choices = results["choices"]
+        cached, uncached = choices["cache"], choices["no cache"]
+        lines += [
+            "",
+            f"lm-eval multiple_choice, {CHOICE_QUESTIONS} questions of a "
+            f"{CHOICE_CONTEXT:,}-character context and 4 choices of {CHOICE_CHARS}:",
+            "",
+            "| server | lm-eval runs | characters read | read from the cache |",
+            "|---|---|---|---|",
+        ]
+        for label, figures in (("cache", cached), ("no cache", uncached)):
+            cache = figures["score_cache"]
+            lines.append(
+                f"| {label} | " + ", ".join(f"{s:.1f} s" for s in figures["s"]) + " | "
+                f"{cache['read_chars']:,} | {cache['saved_chars']:,} |"
+            )
+        lines += [
+            "",
+            f"with the cache / without: {min(cached['s']) / min(uncached['s']):.3f}x the time; "
+            f"the same log-likelihoods: {choices['same']}",
         ]
     return lines

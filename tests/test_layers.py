@@ -1,7 +1,7 @@
 """The package's imports run one way, from the command line down to the shared helpers:
 
     cli  ->  api  ->  bench, serve, export, compare  ->  training, evaluate, inspect
-         ->  textgen  ->  generate  ->  run  ->  data, model, sampling_rules
+         ->  textgen  ->  generate, scoring  ->  run  ->  data, model, sampling_rules
          ->  config  ->  errors, files, cpu
 
 A module may import from its own package and from any lower layer, never from a higher
@@ -26,7 +26,7 @@ LAYERS = [
         "charlm.controls",
     },
     {"charlm.run"},
-    {"charlm.generate"},
+    {"charlm.generate", "charlm.scoring"},
     {"charlm.textgen"},
     {"charlm.training", "charlm.evaluate", "charlm.inspect"},
     {"charlm.bench", "charlm.serve", "charlm.export", "charlm.compare"},

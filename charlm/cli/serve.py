@@ -60,9 +60,11 @@ def serve(
     prefix_cache_mb: Annotated[
         float,
         typer.Option(
-            help="Memory for the states after prompt prefixes read before, so that a prompt "
-            "extending one (a shared system prompt, a growing conversation) reads only its "
-            "new characters; least recently used out. 0 turns it off."
+            help="Memory for each of two caches: the states after prompt prefixes read "
+            "before, so that a prompt extending one (a shared system prompt, a growing "
+            "conversation) reads only its new characters, and the scores of texts scored "
+            "before (logprobs, echo), so that one extending them is scored from there; "
+            "least recently used out. 0 turns both off."
         ),
     ] = 256,
     api_key: Annotated[
