@@ -85,6 +85,16 @@ TOKEN = {"token": STRING, "logprob": NUMBER, "bytes": {"type": "array", "items":
 CHAT_TOKEN = closed({**TOKEN, "top_logprobs": {"type": "array", "items": closed(TOKEN)}})
 
 
+COMPLETION_CHOICE = closed(
+    {
+        "text": STRING,
+        "index": INTEGER,
+        "logprobs": nullable(ref("Logprobs")),
+        "finish_reason": FINISH,
+    }
+)
+
+
 def envelope(object_name: str, choice: dict, usage_required: bool = True) -> dict:
     properties = {
         "id": STRING,
@@ -137,25 +147,11 @@ SCHEMAS = {
     ),
     "Completion": envelope(
         "text_completion",
-        closed(
-            {
-                "text": STRING,
-                "index": INTEGER,
-                "logprobs": nullable(ref("Logprobs")),
-                "finish_reason": FINISH,
-            }
-        ),
+        COMPLETION_CHOICE,
     ),
     "CompletionChunk": envelope(
         "text_completion",
-        closed(
-            {
-                "text": STRING,
-                "index": INTEGER,
-                "logprobs": nullable(ref("Logprobs")),
-                "finish_reason": FINISH,
-            }
-        ),
+        COMPLETION_CHOICE,
         usage_required=False,
     ),
     "ChatRequest": closed(
