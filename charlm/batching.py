@@ -4,6 +4,7 @@ stream's numbers then do not depend on the streams beside it."""
 from __future__ import annotations
 
 import functools
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import tensorflow as tf
@@ -26,10 +27,13 @@ BLOCK_ROWS = 32
 
 def row_bucket(rows: int, min_rows: int = 1) -> int:
     """The row count `rows` streams are generated as: a power of two up to BLOCK_ROWS
-    (at least `min_rows`), then a multiple of BLOCK_ROWS."""
+    (at least `min_rows`); beyond, whole blocks of BLOCK_ROWS and the rest as a block of
+    its own power of two (at least INVARIANT_ROWS: no row of a large batch runs alone),
+    so that every block is a row count XLA has a program for and few rows are padding."""
     if rows <= BLOCK_ROWS:
         return max(min_rows, 1 << (rows - 1).bit_length())
-    return -(-rows // BLOCK_ROWS) * BLOCK_ROWS
+    whole, rest = divmod(rows, BLOCK_ROWS)
+    return whole * BLOCK_ROWS + (row_bucket(rest, INVARIANT_ROWS) if rest else 0)
 
 
 def pad_rows(array, rows: int):
@@ -50,6 +54,14 @@ def in_blocks(function, arrays, rows: int, run_each=map):
         return function(arrays)
     blocks = [block_at(start, arrays) for start in range(0, rows, BLOCK_ROWS)]
     return concat_rows(list(run_each(function, blocks)))
+
+
+def in_block_threads(function, arrays, rows: int):
+    """in_blocks with each block in a thread of its own: XLA runs a program's steps one
+    after the other, and two keep the cores busy in each other's gaps (docs/decisions.md,
+    blocks-of-32)."""
+    with ThreadPoolExecutor(max_workers=-(-rows // BLOCK_ROWS)) as pool:
+        return in_blocks(function, arrays, rows, pool.map)
 
 
 def block_at(start: int, arrays):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import functools
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import keras
@@ -30,7 +29,7 @@ from charlm.batching import (
     BLOCK_ROWS,
     INVARIANT_ROWS,
     CompiledPerRows,
-    in_blocks,
+    in_block_threads,
     pad_rows,
     row_bucket,
 )
@@ -90,7 +89,7 @@ class Sampler:
         t = tf.constant(0)
         while t < steps:
             keep = mask[:, t, tf.newaxis]
-            new_logits, new_states = self.step_in_blocks(tokens[:, t], states)
+            new_logits, new_states = self.step(tokens[:, t], states)
             logits = tf.where(keep, new_logits, logits)
             states = [
                 [tf.where(keep, new, old) for new, old in zip(new_layer, old_layer)]
@@ -117,13 +116,9 @@ class Sampler:
             # A zero bias adds nothing: the draw is bit for bit the one without it.
             token = choose(logits + bias, noise, temperature, top_k, top_p, mode)
             out = out.write(t, token)
-            logits, states = self.step_in_blocks(token, states)
+            logits, states = self.step(token, states)
             t += 1
         return tf.transpose(out.stack()), logits, states
-
-    def step_in_blocks(self, tokens, states):
-        """`step` for a batch, BLOCK_ROWS rows at a time (see BLOCK_ROWS)."""
-        return in_blocks(lambda block: self.step(*block), (tokens, states), tokens.shape[0])
 
     # ------------------------------------------------------------ public
     def feed(self, prime_ids, streams: int = 1):
@@ -158,38 +153,40 @@ class Sampler:
             states = [[state[:rows] for state in layer] for layer in states]
         return ids.numpy()[:rows, :steps], logits, states
 
+    def read_in_blocks(self, tokens, mask, steps: int, logits, states):
+        """read_chunk (numpy `tokens` and `mask`), BLOCK_ROWS rows per call at most."""
+
+        def run(block):
+            tokens, mask, logits, states = block
+            constants = (tf.constant(tokens), tf.constant(mask), tf.constant(steps))
+            return self.read_chunk(*constants, logits, states)
+
+        return in_block_threads(run, (tokens, mask, logits, states), len(tokens))
+
     def generate_in_blocks(self, logits, states, steps: int, controls, mode: str):
-        """generate_chunk on up to BLOCK_ROWS rows; on more, on each block of BLOCK_ROWS
-        rows at once, each in a thread: XLA runs a program's steps one after the other,
-        and two keep the cores busy in each other's gaps (docs/decisions.md, blocks-of-32)."""
+        """generate_chunk, BLOCK_ROWS rows per call at most."""
 
         def run(block):
             logits, states, controls = block
             constants = tuple(tf.constant(array) for array in controls)
             return self.generate_chunk[mode](logits, states, tf.constant(steps), constants)
 
-        rows = len(controls[0])
-        with ThreadPoolExecutor(max_workers=-(-rows // BLOCK_ROWS)) as pool:
-            return in_blocks(run, (logits, states, controls), rows, pool.map)
+        return in_block_threads(run, (logits, states, controls), len(controls[0]))
 
     def compile(self, max_streams: int) -> None:
         """Compile the reading and generation loops for every row bucket up to
         `max_streams` streams and every mode now, not when a server's first batch of that
-        size arrives: compiling a program would stall every stream running
-        (docs/decisions.md, compile-at-start)."""
-        for rows in sorted({self.rows_for(n) for n in range(1, max_streams + 1)}):
+        size arrives: compiling would stall every stream running (docs/decisions.md,
+        compile-at-start). A program runs BLOCK_ROWS rows at most: no more buckets."""
+        most = min(max_streams, BLOCK_ROWS)
+        for rows in sorted({self.rows_for(n) for n in range(1, most + 1)}):
             logits, _ = self.read_prompts([np.zeros(1, np.int32)] * rows)
             controls = Controls.of(SamplingOptions(), rows, self.vocab.size)
             for mode in MODES:
                 self.generate(logits, self.initial_states(rows), controls, 1, mode)
 
-    def sample(
-        self,
-        prime_ids: list[int],
-        streams: int,
-        options: SamplingOptions,
-    ) -> Iterator[np.ndarray]:
-        """Yield chunks of generated token ids, shape (streams, chunk)."""
+    def sample(self, prime_ids, streams: int, options: SamplingOptions) -> Iterator[np.ndarray]:
+        """Yield chunks of generated token ids, shape (streams, chunk), after `prime_ids`."""
         logits, states = self.feed(prime_ids, streams)
         controls = Controls.of(options, streams, self.vocab.size)
         mode = sampling_mode(controls)
@@ -233,7 +230,7 @@ class PromptReading:
         offsets: list[int] | None = None,
         piece: int | None = None,
     ):
-        self.read_chunk = sampler.read_chunk
+        self.sampler = sampler
         self.piece = piece or READ_CHARS
         self.rows = len(prompts)
         offsets = offsets or [0] * self.rows
@@ -255,10 +252,10 @@ class PromptReading:
 
     def read_piece(self) -> None:
         piece = slice(self.start, self.start + self.piece)
-        self.logits, self.states = self.read_chunk(
-            tf.constant(pad_columns(self.ids[:, piece], READ_CHARS)),
-            tf.constant(pad_columns(self.mask[:, piece], READ_CHARS)),
-            tf.constant(min(self.piece, self.width - self.start)),
+        self.logits, self.states = self.sampler.read_in_blocks(
+            pad_columns(self.ids[:, piece], READ_CHARS),
+            pad_columns(self.mask[:, piece], READ_CHARS),
+            min(self.piece, self.width - self.start),
             self.logits,
             self.states,
         )
@@ -275,12 +272,15 @@ class PromptReading:
         rows = self.rows
         return self.logits[:rows], [[state[:rows] for state in layer] for layer in self.states]
 
-    def row_start(self, row: int) -> Start:
-        """Row `row`'s logits and states as they are now, copied out of the batch."""
-        return Start(
-            self.logits[row].numpy(),
-            [[state[row].numpy() for state in layer] for layer in self.states],
-        )
+    def row_starts(self, rows: list[int]) -> list[Start]:
+        """Rows `rows`' logits and states as they are now, copied out of the batch (each
+        array brought out once for all of them: a slice per row would be an op each)."""
+        logits = self.logits.numpy()
+        states = [[state.numpy() for state in layer] for layer in self.states]
+        return [
+            Start(logits[row].copy(), [[state[row].copy() for state in layer] for layer in states])
+            for row in rows
+        ]
 
 
 @dataclass

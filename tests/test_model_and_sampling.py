@@ -248,28 +248,34 @@ def test_a_stream_computes_bit_for_bit_the_same_beside_any_number_of_others():
 
 @pytest.mark.slow
 def test_more_than_block_rows_streams_run_as_blocks_at_once_each_stream_in_its_place():
-    """40 streams run as 64 rows: two blocks of BLOCK_ROWS rows, each a call of the
-    compiled loop in a thread of its own, both running at once (the barrier lets neither
-    go on alone). Streams 32-39 get the characters they get as a batch of their own."""
+    """40 streams run as 40 rows: a block of BLOCK_ROWS rows and one of 8, each a call of
+    the compiled loop in a thread of its own, both running at once (the barrier lets
+    neither go on alone), when their prompts are read and when they are generated.
+    Streams 32-39 get the characters they get as a batch of their own."""
     s, _ = sampler("lstm")
     calls, barrier = [], threading.Barrier(2, timeout=20)
-    compiled = s.generate_chunk["plain"]
 
-    def recording(logits, *rest):
-        calls.append((logits.shape[0], threading.get_ident()))
-        barrier.wait()
-        return compiled(logits, *rest)
+    def recording(compiled):
+        def call(first, *rest):
+            calls.append((first.shape[0], threading.get_ident()))
+            barrier.wait()
+            return compiled(first, *rest)
 
-    s.generate_chunk = {**s.generate_chunk, "plain": recording}
+        return call
+
+    read, generate = s.read_chunk, s.generate_chunk["plain"]
+    s.read_chunk = recording(read)
+    s.generate_chunk = {**s.generate_chunk, "plain": recording(generate)}
+    prompts = [np.arange(3, dtype=np.int32) + row % 5 for row in range(40)]
     controls = Controls.of(SamplingOptions(temperature=1.0, seed=3), 40, VOCAB.size)
-    ids, logits, states = s.generate(*s.feed([0], 40), controls, 6, "plain")
+    ids, logits, states = s.generate(*s.read_prompts(prompts), controls, 6, "plain")
     assert ids.shape == (40, 6) and logits.shape[0] == 40 and states[1][0].shape[0] == 40
-    assert [rows for rows, _ in calls] == [batching.BLOCK_ROWS] * 2
-    assert len({thread for _, thread in calls}) == 2
-    s.generate_chunk = {**s.generate_chunk, "plain": compiled}
+    assert sorted(rows for rows, _ in calls) == [8, 8, batching.BLOCK_ROWS, batching.BLOCK_ROWS]
+    assert len({thread for _, thread in calls[:2]}) == len({thread for _, thread in calls[2:]}) == 2
+    s.read_chunk, s.generate_chunk = read, {**s.generate_chunk, "plain": generate}
     last = Controls.of(SamplingOptions(temperature=1.0, seed=3), 8, VOCAB.size)
     last.seeds[:] = controls.seeds[32:]
-    alone, _, _ = s.generate(*s.feed([0], 8), last, 6, "plain")
+    alone, _, _ = s.generate(*s.read_prompts(prompts[32:]), last, 6, "plain")
     assert np.array_equal(ids[32:], alone)
 
 
@@ -341,12 +347,17 @@ def test_prompts_and_streams_of_any_size_share_a_few_shapes_and_one_graph():
     assert read_chunk.experimental_get_tracing_count() == 3
     # Generation is compiled by XLA per shape: one program per row bucket met (2, 4, 8).
     assert s.generate_chunk["plain"].experimental_get_tracing_count() == 3
-    invariant_rows = batching.INVARIANT_ROWS
-    assert {batching.row_bucket(rows, invariant_rows) for rows in range(1, 257)} == {
-        2,
-        4,
-        8,
-        16,
-        32,
-        *range(64, 257, 32),
-    }
+    # A batch of any size runs as blocks of those few row counts, little of it padding.
+    for min_rows in (1, batching.INVARIANT_ROWS):
+        for rows in range(1, 257):
+            padded = batching.row_bucket(rows, min_rows)
+            whole, last = divmod(padded, batching.BLOCK_ROWS)
+            blocks = [batching.BLOCK_ROWS] * whole + ([last] if last else [])
+            assert set(blocks) <= {min_rows, 2, 4, 8, 16, 32}, (rows, blocks)
+            # Padding only fills the last block: fewer rows than the last block's own
+            # (or than its least, INVARIANT_ROWS in a large batch, min_rows otherwise).
+            large = rows > batching.BLOCK_ROWS
+            least = batching.INVARIANT_ROWS if large else min_rows
+            last_rows = rows % batching.BLOCK_ROWS or batching.BLOCK_ROWS
+            assert 0 <= padded - rows < max(last_rows, least), (rows, padded)
+            assert min(blocks) >= least

@@ -219,11 +219,16 @@ class CachedReading:
 
     def read_piece(self) -> None:
         self.reading.read_piece()
+        if not self.cache.limit:
+            return
+        keys = {}  # row -> the key of the prefix it has read now, if one to store
         for row, ids in enumerate(self.prompts):
             read_to = self.known[row] - self.offsets[row] + self.reading.start
             if self.known[row] < read_to < len(ids) or (self.done and self.known[row] < len(ids)):
-                key = prefix_key(ids, min(read_to, len(ids)), self.digests[row])
-                self.cache.store(key, self.reading.row_start(row))
+                keys[row] = prefix_key(ids, min(read_to, len(ids)), self.digests[row])
+        starts = self.reading.row_starts(list(keys)) if keys else []
+        for key, start in zip(keys.values(), starts):
+            self.cache.store(key, start)
 
     def result(self):
         return self.reading.result()
