@@ -133,14 +133,15 @@ def test_a_stream_holds_its_lane_while_the_decoder_advances_it(trained_run):
     assert seen and set(seen) == {1}
 
 
-def new_engine(trained_run, lanes: int):
+def new_engine(trained_run, lanes: int, cache_bytes: int = 0):
     """(the loaded run, the Sampler the engine runs, an Engine on it), not started."""
     from charlm.generate import Sampler
     from charlm.run.load import load_checkpoint
     from charlm.serve.engine import Engine
 
     loaded = load_checkpoint(trained_run)
-    engine = Engine(Sampler(loaded.model, loaded.vocab), lanes=lanes)
+    sampler = Sampler(loaded.model, loaded.vocab)
+    engine = Engine(sampler, lanes=lanes, prefix_cache_bytes=cache_bytes)
     return loaded, engine.sampler, engine
 
 
@@ -192,25 +193,37 @@ def engine_streams(vocab, prompt: str, length: int, on_finish=lambda: None):
     )
 
 
+LONG_PROMPT = "the dog ran. " * 50
+
+
 @pytest.mark.parametrize(
-    "prompt, chunks_beside",
-    [("the dog", False), ("the dog ran. " * 50, True)],
-    ids=["short prompt", "long prompt"],
+    "prompt, read_before, chunks_beside",
+    [
+        ("the dog", None, False),
+        (LONG_PROMPT, None, True),
+        (LONG_PROMPT + "the end", LONG_PROMPT, False),
+    ],
+    ids=["short prompt", "long prompt", "long prompt, its prefix read before"],
 )
 def test_short_prompts_are_read_first_long_ones_beside_the_streams(
-    trained_run, monkeypatch, prompt, chunks_beside
+    trained_run, monkeypatch, prompt, read_before, chunks_beside
 ):
     """While a short prompt is read, the running streams wait (the chunk already running
     may end, but no other starts), so the read has the cores. A long prompt is read
-    beside them: it would stop them for as long as it takes to read."""
+    beside them: it would stop them for as long as it takes to read. A long prompt whose
+    prefix the prefix cache holds, with a few characters left to read, is a short one."""
     from charlm.generate import PromptReading
 
-    loaded, sampler, engine = new_engine(trained_run, lanes=4)
+    loaded, sampler, engine = new_engine(trained_run, lanes=4, cache_bytes=1 << 24)
     pieces, chunk_starts = [], []
     monkeypatch.setattr(PromptReading, "read_piece", slow_pieces(pieces))
     on_each_chunk(sampler, lambda: chunk_starts.append(time.perf_counter()))
     second_done = threading.Event()
     engine.start()
+    if read_before:
+        stored = threading.Event()
+        engine.submit(engine_streams(loaded.vocab, read_before, 1, stored.set))
+        assert stored.wait(60)
     engine.submit(engine_streams(loaded.vocab, "the cat", 3000))
     while not chunk_starts:
         time.sleep(0.01)

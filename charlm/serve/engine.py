@@ -7,7 +7,8 @@ call per chunk of characters, while another thread reads the prompts of new stre
     a stream leaves its lane when it has its length, hits a stop string, or is cancelled
 
 Reading a prompt takes a model step per character, as generating does. Short prompts
-(under SHORT_PROMPT characters, one compiled call) come first: no chunk starts while one
+(under SHORT_PROMPT characters to read past the longest prefix of them the prefix cache
+holds, one compiled call) come first: no chunk starts while one
 is being read or could be, so a read shares the cores only with the chunk running when
 its request came, and its first character is sent at once; prompts that arrive together
 are read in one batch, which makes reading cheap (docs/decisions.md, short-prompts-first).
@@ -123,7 +124,7 @@ class Engine:
                 self.wake.wait_for(lambda: not self.running or self.can_read() or self.long_reads)
                 if not self.running:
                     return
-                groups = by_prompt_length(self.take_pending())
+                groups = by_prompt_length(self.looked_up(self.take_pending()))
                 short = groups.pop(0) if groups and is_short(groups[0][0]) else []
                 for group in groups:
                     self.long_reads.append((group, self.reading_of(group)))
@@ -177,6 +178,12 @@ class Engine:
 
     def reading_of(self, group: list[Stream]) -> CachedReading:
         return self.prefix_cache.reading(self.sampler, prompts_of(group))
+
+    def looked_up(self, streams: list[Stream]) -> list[Stream]:
+        """`streams`, each knowing how much of its prompt the prefix cache spares it."""
+        for stream in streams:
+            stream.unread = self.prefix_cache.unread(stream.prompt_ids)
+        return streams
 
     def can_read(self) -> bool:
         return bool(self.pending) and self.lanes_taken() < self.lane_count
@@ -257,14 +264,14 @@ class Engine:
 
 
 def is_short(stream: Stream) -> bool:
-    return len(stream.prompt_ids) < SHORT_PROMPT
+    return stream.unread < SHORT_PROMPT
 
 
 def by_prompt_length(streams: list[Stream]) -> list[list[Stream]]:
-    """Streams whose prompts are read together, shortest first: prompts under SHORT_PROMPT
-    characters in one group, longer ones by their power of two (128-255, 256-511, ...), as
-    a group takes a step per character of its longest prompt."""
+    """Streams whose prompts are read together, shortest first (by what is left to read
+    of them): under SHORT_PROMPT characters in one group, longer ones by their power of two
+    (128-255, 256-511, ...), as a group takes a step per character of its longest."""
     groups: dict[int, list[Stream]] = {}
     for stream in streams:
-        groups.setdefault((len(stream.prompt_ids) // SHORT_PROMPT).bit_length(), []).append(stream)
+        groups.setdefault((stream.unread // SHORT_PROMPT).bit_length(), []).append(stream)
     return [groups[key] for key in sorted(groups)]

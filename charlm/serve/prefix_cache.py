@@ -115,6 +115,11 @@ class PrefixCache(ByteBoundedLru):
                 return at + len(tail) // ids.itemsize, start
         return 0, None
 
+    def unread(self, ids: np.ndarray) -> int:
+        """How many characters of `ids` come after its longest stored prefix."""
+        ids = np.asarray(ids, np.int32)
+        return len(ids) - self.longest(ids, stride_digests(ids))[0]
+
     def stored(self, key: tuple[bytes, bytes]) -> None:
         self.tails.setdefault(key[0], set()).add(key[1])
 

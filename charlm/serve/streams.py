@@ -32,6 +32,9 @@ class Stream:
 
     def __post_init__(self):
         self.scan = StopScan(self.length, tuple(self.stop))
+        # Characters of the prompt to read: all, until the reader finds a prefix of it in
+        # its prefix cache (Engine.looked_up).
+        self.unread = len(self.prompt_ids)
 
     @property
     def done(self) -> bool:
