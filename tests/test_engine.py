@@ -31,7 +31,7 @@ def test_a_stream_stops_at_the_first_stop_string_or_its_length(pieces, stop, len
 
     events = []
     stream = Stream(
-        prompt_ids=None,
+        prompt_ids=np.zeros(1, np.int32),
         length=length,
         seed=0,
         temperature=1.0,
