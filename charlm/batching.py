@@ -46,22 +46,17 @@ def pad_rows(array, rows: int):
     return tf.concat([array] + [array[:1]] * missing, axis=0)
 
 
-def in_blocks(function, arrays, rows: int, run_each=map):
+def in_blocks(function, arrays, rows: int):
     """`function(arrays)` for up to BLOCK_ROWS rows; for more, `function` of each block of
-    BLOCK_ROWS rows of every array in `arrays` (any structure, `rows` rows), the blocks run
-    by `run_each` (in turn by default) and their results joined row after row."""
+    BLOCK_ROWS rows of every array in `arrays` (any structure, `rows` rows), each block in
+    a thread of its own, their results joined row after row. XLA runs a program's steps
+    one after the other, and two keep the cores busy in each other's gaps
+    (docs/decisions.md, blocks-of-32)."""
     if rows <= BLOCK_ROWS:
         return function(arrays)
     blocks = [block_at(start, arrays) for start in range(0, rows, BLOCK_ROWS)]
-    return concat_rows(list(run_each(function, blocks)))
-
-
-def in_block_threads(function, arrays, rows: int):
-    """in_blocks with each block in a thread of its own: XLA runs a program's steps one
-    after the other, and two keep the cores busy in each other's gaps (docs/decisions.md,
-    blocks-of-32)."""
-    with ThreadPoolExecutor(max_workers=-(-rows // BLOCK_ROWS)) as pool:
-        return in_blocks(function, arrays, rows, pool.map)
+    with ThreadPoolExecutor(max_workers=len(blocks)) as pool:
+        return concat_rows(list(pool.map(function, blocks)))
 
 
 def block_at(start: int, arrays):

@@ -29,7 +29,7 @@ from charlm.batching import (
     BLOCK_ROWS,
     INVARIANT_ROWS,
     CompiledPerRows,
-    in_block_threads,
+    in_blocks,
     pad_rows,
     row_bucket,
 )
@@ -161,7 +161,7 @@ class Sampler:
             constants = (tf.constant(tokens), tf.constant(mask), tf.constant(steps))
             return self.read_chunk(*constants, logits, states)
 
-        return in_block_threads(run, (tokens, mask, logits, states), len(tokens))
+        return in_blocks(run, (tokens, mask, logits, states), len(tokens))
 
     def generate_in_blocks(self, logits, states, steps: int, controls, mode: str):
         """generate_chunk, BLOCK_ROWS rows per call at most."""
@@ -171,7 +171,7 @@ class Sampler:
             constants = tuple(tf.constant(array) for array in controls)
             return self.generate_chunk[mode](logits, states, tf.constant(steps), constants)
 
-        return in_block_threads(run, (logits, states, controls), len(controls[0]))
+        return in_blocks(run, (logits, states, controls), len(controls[0]))
 
     def compile(self, max_streams: int) -> None:
         """Compile the reading and generation loops for every row bucket up to

@@ -140,8 +140,9 @@ def new_engine(trained_run, lanes: int, cache_bytes: int = 0):
     from charlm.serve.engine import Engine
 
     loaded = load_checkpoint(trained_run)
-    sampler = Sampler(loaded.model, loaded.vocab)
-    engine = Engine(sampler, lanes=lanes, prefix_cache_bytes=cache_bytes)
+    engine = Engine(
+        Sampler(loaded.model, loaded.vocab), lanes=lanes, prefix_cache_bytes=cache_bytes
+    )
     return loaded, engine.sampler, engine
 
 
