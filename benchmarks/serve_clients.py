@@ -19,7 +19,7 @@
    serve the second run from the first), lm-eval after it has indexed its tasks (its
    start-up, timed apart); and lm-eval's total log-likelihood against the
    model's scores of the same windows; beside them, the floor of the server's way: the
-   two readings of each window such a request takes (generation's and the scorer's),
+   one reading of each window such a request takes (generation's, keeping the scores),
    timed in this process without a server;
 11. lm-eval's multiple_choice through the server with the score cache and, in the same
    run, without it (--prefix-cache-mb 0): 64 questions, each a 1,900-character context
@@ -146,7 +146,7 @@ def lm_eval_against_charlm_eval(run: Path, root: Path) -> dict:
         result = evaluate_file(eval_run, text_file)
         charlm_eval.append(time.perf_counter() - started)
 
-    floor_s = two_readings_s(run, docs)
+    floor_s = one_reading_s(run, docs)
     # lm-eval's remote tokenizer sends the whole text to /tokenize.
     # lm-eval indexes every task it knows before it evaluates (its start-up, whatever the
     # text): once, timed apart.
@@ -177,7 +177,7 @@ def lm_eval_against_charlm_eval(run: Path, root: Path) -> dict:
         "lm_eval_chars_per_s": LM_EVAL_CHARS / min(lm_eval),
         "charlm_eval_chars_per_s": result.chars / min(charlm_eval),
         "charlm_eval_loss": result.loss,
-        "two_readings_s": floor_s,
+        "one_reading_s": floor_s,
         "lm_eval_loss": -lm_eval_total / LM_EVAL_CHARS,
         "same_windows_loss": -same_windows_total(run, docs) / LM_EVAL_CHARS,
     }
@@ -313,37 +313,28 @@ def same_windows_total(run: Path, docs: list[str]) -> float:
     return total
 
 
-def two_readings_s(run: Path, docs: list[str]) -> dict:
+def one_reading_s(run: Path, docs: list[str]) -> float:
     """Point 10's floor: lm-eval's windows of `docs` read, in this process, as the server
-    reads a completion's prompt with `echo` and `logprobs`: by generation's reader (for
-    the generated character) and by the server's scorer (for the log-probabilities),
-    all windows at once, each timed twice (the faster counts: the first compiles)."""
+    reads a completion's prompt with `echo` and `logprobs`: once, after a newline, by
+    generation's reader keeping the scores of each next character, all windows at once,
+    timed twice (the faster counts: the first compiles)."""
     import numpy as np
 
     import charlm
-    from charlm.batching import INVARIANT_ROWS
     from charlm.generate import PromptReading
-    from charlm.scoring import Scorer, scoring_row
     from charlm.serve.prefix_cache import STRIDE
 
     generator = charlm.load(run).generator
     sampler = generator.sampler.batch_invariant()
-    prompts = [np.array(c + w, np.int32) for c, w in rolling_windows(generator.vocab, docs)]
-    rows = [scoring_row(ids, sampler.start_token()) for ids in prompts]
-    scorer = Scorer(generator.model, min_rows=INVARIANT_ROWS, piece=STRIDE)
-    readings = {
-        "read": lambda: PromptReading(sampler, prompts, piece=STRIDE).read_all(),
-        "score": lambda: scorer.run(rows, min(20, generator.vocab.size)),
-    }
-    seconds = {}
-    for name, reading in readings.items():
-        times = []
-        for _ in range(2):
-            started = time.perf_counter()
-            reading()
-            times.append(time.perf_counter() - started)
-        seconds[name] = min(times)
-    return seconds
+    windows = rolling_windows(generator.vocab, docs)
+    prompts = [sampler.prime_row(np.array(c + w, np.int32)) for c, w in windows]
+    targets = [np.append(ids[1:], 0) for ids in prompts]
+    times = []
+    for _ in range(2):
+        started = time.perf_counter()
+        PromptReading(sampler, prompts, piece=STRIDE, targets=targets).read_all()
+        times.append(time.perf_counter() - started)
+    return min(times)
 
 
 def report(results: dict) -> list[str]:
@@ -393,8 +384,7 @@ def report(results: dict) -> list[str]:
     if "lm_eval" in results:
         figures = results["lm_eval"]
         ratio = figures["lm_eval_chars_per_s"] / figures["charlm_eval_chars_per_s"]
-        floor = figures["two_readings_s"]
-        floor_rate = figures["chars"] / (floor["read"] + floor["score"])
+        floor_rate = figures["chars"] / figures["one_reading_s"]
         lines += [
             "",
             f"lm-eval loglikelihood_rolling over {figures['chars']:,} characters through the "
@@ -406,10 +396,10 @@ def report(results: dict) -> list[str]:
             f"{figures['charlm_eval_chars_per_s']:,.0f} chars/s (runs "
             + ", ".join(f"{s:.1f}" for s in figures["charlm_eval_s"])
             + f" s); lm-eval / charlm eval: {ratio:.2f}x",
-            f"the floor of the server's way, the two readings of each window a completion with "
-            f"echo and logprobs takes (generation's, for its character; the scorer's, for its "
-            f"log-probabilities), all windows at once in one process without a server: read "
-            f"{floor['read']:.1f} s + scored {floor['score']:.1f} s = {floor_rate:,.0f} chars/s, "
+            f"the floor of the server's way, the one reading of each window a completion with "
+            f"echo and logprobs takes (generation's, keeping its scores), all windows at once "
+            f"in one process without a server: {figures['one_reading_s']:.1f} s = "
+            f"{floor_rate:,.0f} chars/s, "
             f"{floor_rate / figures['charlm_eval_chars_per_s']:.2f}x charlm eval",
             f"loss in nats per character: lm-eval {figures['lm_eval_loss']:.6f}, the model's "
             f"scores of lm-eval's windows {figures['same_windows_loss']:.6f}, charlm eval "

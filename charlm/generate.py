@@ -40,6 +40,7 @@ from charlm.model.step import CharacterStep
 
 CHUNK = 256  # most characters per compiled call: hides Python, still streams
 READ_CHARS = 128  # prompt characters per compiled call (a fixed width: one XLA program)
+LISTED = 20  # the most likely characters a reading lists at each position (OpenAI's most)
 
 
 class Sampler:
@@ -81,22 +82,38 @@ class Sampler:
         return logits + self.unknown_mask, states
 
     # ------------------------------------------------------------ compiled loops
-    def _read_chunk(self, tokens, mask, steps, logits, states):
+    def _read_chunk(self, tokens, targets, mask, steps, logits, states):
         """Read the first `steps` columns of `tokens` (streams, READ_CHARS), a character
         per step; where `mask` is False, a step leaves the stream's logits and states as
         they were. The step is generation's: a prompt is read with the products (and
-        roundings) its text is then generated with (docs/decisions.md, xla-sampling)."""
+        roundings) its text is then generated with (docs/decisions.md, xla-sampling).
+        After each character read, the scores of the next: the log-probability of
+        `targets` at that column and the LISTED most likely ids and theirs (streams,
+        READ_CHARS[, LISTED]), the model's own (before the unknown token is masked)."""
+        listed = min(LISTED, self.vocab.size)
+        chosen = tf.TensorArray(tf.float32, size=READ_CHARS)
+        top_ids = tf.TensorArray(tf.int32, size=READ_CHARS)
+        top_logprobs = tf.TensorArray(tf.float32, size=READ_CHARS)
         t = tf.constant(0)
         while t < steps:
             keep = mask[:, t, tf.newaxis]
-            new_logits, new_states = self.step(tokens[:, t], states)
-            logits = tf.where(keep, new_logits, logits)
+            raw, new_states = self.model_step(tokens[:, t], states)
+            logprobs = tf.nn.log_softmax(raw, axis=-1)
+            chosen = chosen.write(t, tf.gather(logprobs, targets[:, t], batch_dims=1))
+            values, ids = tf.math.top_k(logprobs, k=listed)
+            top_ids, top_logprobs = top_ids.write(t, ids), top_logprobs.write(t, values)
+            logits = tf.where(keep, raw + self.unknown_mask, logits)  # as `step` gives them
             states = [
                 [tf.where(keep, new, old) for new, old in zip(new_layer, old_layer)]
                 for new_layer, old_layer in zip(new_states, states)
             ]
             t += 1
-        return logits, states
+        scores = (
+            tf.transpose(chosen.stack()),
+            tf.transpose(top_ids.stack(), [1, 0, 2]),
+            tf.transpose(top_logprobs.stack(), [1, 0, 2]),
+        )
+        return logits, states, scores
 
     def _generate_chunk(self, logits, states, steps, controls, mode):
         """Sample `steps` characters; returns them (streams, steps), the last logits, states.
@@ -153,15 +170,16 @@ class Sampler:
             states = [[state[:rows] for state in layer] for layer in states]
         return ids.numpy()[:rows, :steps], logits, states
 
-    def read_in_blocks(self, tokens, mask, steps: int, logits, states):
-        """read_chunk (numpy `tokens` and `mask`), BLOCK_ROWS rows per call at most."""
+    def read_in_blocks(self, tokens, targets, mask, steps: int, logits, states):
+        """read_chunk (numpy `tokens`, `targets` and `mask`), BLOCK_ROWS rows per call at
+        most."""
 
         def run(block):
-            tokens, mask, logits, states = block
-            constants = (tf.constant(tokens), tf.constant(mask), tf.constant(steps))
-            return self.read_chunk(*constants, logits, states)
+            tokens, targets, mask, logits, states = block
+            arrays = (tf.constant(tokens), tf.constant(targets), tf.constant(mask))
+            return self.read_chunk(*arrays, tf.constant(steps), logits, states)
 
-        return in_blocks(run, (tokens, mask, logits, states), len(tokens))
+        return in_blocks(run, (tokens, targets, mask, logits, states), len(tokens))
 
     def generate_in_blocks(self, logits, states, steps: int, controls, mode: str):
         """generate_chunk, BLOCK_ROWS rows per call at most."""
@@ -198,17 +216,19 @@ class Sampler:
             yield ids
 
     def prime_row(self, prime_ids) -> np.ndarray:
-        """The ids a prime is read as: the start token when it is empty."""
+        """The ids a prime is read as: the start token, then the prime (see start_token)."""
         ids = np.asarray(prime_ids, np.int32).reshape(-1)
-        return ids if ids.size else np.array([self.start_token()], np.int32)
+        return np.concatenate([np.array([self.start_token()], np.int32), ids])
 
     def start_token(self) -> int:
         return start_token(self.vocab)
 
 
 def start_token(vocab: Vocabulary) -> int:
-    """Without a prime, generation starts as if after a newline (or the first character);
-    scoring and charlm.inspect read a text from there too."""
+    """Every text is read as if after a newline (or the first character, if the model
+    never saw one): a prime before generation, a text scored, charlm.inspect's. One start
+    for all makes a prompt's state the same whether it is read to generate or to score
+    (a server reads it once for both), and the newline is where a line starts."""
     return vocab.chars.index("\n") if "\n" in vocab.chars else 0
 
 
@@ -219,7 +239,10 @@ class PromptReading:
     states starts[r] (those after no text by default, see Start); a mask keeps a row's
     logits and states untouched outside its prompt's columns, so a row's numbers are the
     same whatever rows it is read with (see INVARIANT_ROWS and BLOCK_ROWS), `min_rows`
-    (the sampler's by default) allowing. A prompt may be empty: its row ends as it began."""
+    (the sampler's by default) allowing. A prompt may be empty: its row ends as it began.
+
+    Given `targets` (one array per prompt, as long as it), it keeps each row's scores
+    (see _read_chunk): after each character of a prompt, those of its target there."""
 
     def __init__(
         self,
@@ -229,6 +252,7 @@ class PromptReading:
         starts: list[Start | None] | None = None,
         offsets: list[int] | None = None,
         piece: int | None = None,
+        targets: list[np.ndarray] | None = None,
     ):
         self.sampler = sampler
         self.piece = piece or READ_CHARS
@@ -239,10 +263,24 @@ class PromptReading:
         # (the last one stops early): the few shapes XLA compiles a program for.
         padded = row_bucket(self.rows, sampler.min_rows if min_rows is None else min_rows)
         self.ids = np.zeros((padded, self.width), np.int32)
+        self.targets = np.zeros_like(self.ids)
         self.mask = np.zeros_like(self.ids, bool)
-        for row, (prompt, offset) in enumerate(zip(prompts, offsets)):
-            self.ids[row, offset : offset + len(prompt)] = prompt
-            self.mask[row, offset : offset + len(prompt)] = True
+        self.spans = [
+            slice(offset, offset + len(prompt)) for prompt, offset in zip(prompts, offsets)
+        ]
+        for row, (prompt, span) in enumerate(zip(prompts, self.spans)):
+            self.ids[row, span] = prompt
+            self.mask[row, span] = True
+        self.scores = None  # (logprobs, top ids, top logprobs), row by row, if targets
+        if targets is not None:
+            for row, (target, span) in enumerate(zip(targets, self.spans)):
+                self.targets[row, span] = target
+            listed = min(LISTED, sampler.vocab.size)
+            self.scores = (
+                np.zeros((self.rows, self.width), np.float32),
+                np.zeros((self.rows, self.width, listed), np.int32),
+                np.zeros((self.rows, self.width, listed), np.float32),
+            )
         self.logits, self.states = start_rows(sampler, starts or [], padded)
         self.start = 0  # the next column to read
 
@@ -252,14 +290,24 @@ class PromptReading:
 
     def read_piece(self) -> None:
         piece = slice(self.start, self.start + self.piece)
-        self.logits, self.states = self.sampler.read_in_blocks(
-            pad_columns(self.ids[:, piece], READ_CHARS),
-            pad_columns(self.mask[:, piece], READ_CHARS),
-            min(self.piece, self.width - self.start),
+        steps = min(self.piece, self.width - self.start)
+        self.logits, self.states, scores = self.sampler.read_in_blocks(
+            *(pad_columns(array[:, piece], READ_CHARS) for array in self.arrays()),
+            steps,
             self.logits,
             self.states,
         )
+        if self.scores is not None:
+            for kept, read in zip(self.scores, scores):
+                kept[:, piece] = read.numpy()[: self.rows, :steps]
         self.start += self.piece
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.ids, self.targets, self.mask
+
+    def row_scores(self, row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Row `row`'s scores (read with `targets`), one per character of its prompt."""
+        return tuple(kept[row, self.spans[row]] for kept in self.scores)
 
     def read_all(self):
         """Reads what is left; returns `result()`."""

@@ -85,7 +85,7 @@ class TextGenerator:
         return readable_prime(prime, self.vocab.known_part)
 
     def prompt_ids(self, readable: str) -> np.ndarray:
-        """The ids a prompt is read as; an empty one starts as after a newline."""
+        """The ids a prompt is read as: after a newline (see Sampler.prime_row)."""
         return self.sampler.prime_row(self.vocab.encode(readable))
 
     # ------------------------------------------------------------ generating
@@ -126,11 +126,7 @@ class TextGenerator:
 
         @tf.function(input_signature=signature, autograph=True)
         def generate(prompt_ids, length, temperature, top_k, top_p, seed):
-            prompt_ids = tf.cond(
-                tf.size(prompt_ids) > 0,
-                lambda: prompt_ids,
-                lambda: tf.constant([sampler.start_token()], tf.int32),
-            )
+            prompt_ids = tf.concat([[sampler.start_token()], prompt_ids], axis=0)  # prime_row
             states = sampler.initial_states(rows)
             logits = tf.zeros([rows, sampler.vocab.size])
             for start in tf.range(0, tf.size(prompt_ids), READ_CHARS):
@@ -138,8 +134,13 @@ class TextGenerator:
                 steps = tf.size(piece)
                 tokens = tf.tile(tf.pad(piece, [[0, READ_CHARS - steps]])[None], [rows, 1])
                 # The XLA-compiled reading loop `charlm sample` runs, a piece at a time.
-                logits, states = sampler.read_chunk(
-                    tokens, tf.ones_like(tokens, tf.bool), steps, logits, states
+                logits, states, _ = sampler.read_chunk(
+                    tokens,
+                    tf.zeros_like(tokens),
+                    tf.ones_like(tokens, tf.bool),
+                    steps,
+                    logits,
+                    states,
                 )
             generated = tf.zeros([0], tf.int32)
             for start in tf.range(0, length, CHUNK):

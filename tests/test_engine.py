@@ -76,7 +76,7 @@ def test_prompts_read_together_give_the_texts_charlm_sample_gives(trained_run):
         stream
         for prompt in prompts
         for stream in request_streams(
-            [loaded.vocab.encode(prompt)],
+            [engine.sampler.prime_row(loaded.vocab.encode(prompt))],  # as a server reads it
             1,
             11,
             emitter(prompt),

@@ -70,7 +70,7 @@ def test_stepwise_state_matches_the_full_model(cell):
 
 
 def assert_greedy_text_is_the_full_models(sampler_, model):
-    prime = VOCAB.encode("abc").tolist()
+    prime = VOCAB.encode("\nabc").tolist()  # a prime is read after a newline
     greedy = generate(sampler_, "abc", length=300, argmax=True, seed=0)[0].tolist()
     logits = model(np.array([prime + greedy[:-1]], dtype="int32"))[0].numpy()
     logits[:, VOCAB.unknown_id] = -np.inf

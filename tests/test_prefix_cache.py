@@ -142,13 +142,50 @@ def test_texts_scored_together_read_the_beginning_they_share_once(trained_run):
     assert scoring.cache.read_chars == shared + sum(len(text) - shared for text in choices)
 
 
+@pytest.mark.parametrize("cache_bytes", [0, 2**26])
+def test_a_text_scored_from_the_strides_its_prompts_reading_hands_on_is_scored_whole(
+    trained_run, cache_bytes
+):
+    """The engine reads a prompt that asks for logprobs once, for its text and its scores:
+    the whole strides its reading hands on (a prompt read after a newline) are what scoring
+    the prompt with a generated text after it would have read, so only the rest is read,
+    with the numbers of scoring it whole; a prompt read from the prefix cache hands none."""
+    import charlm
+    from charlm.serve.logprobs import Scoring
+    from charlm.serve.prefix_cache import STRIDE, PrefixCache
+
+    generator = charlm.load(trained_run).generator
+    sampler = generator.sampler.batch_invariant()
+    prompts = ["ROMEO: what light " * 5, "a short one", SYSTEM + "JULIET: ay"]
+    prompt_cache = PrefixCache(2**26)
+    read(sampler, ["\n" + prompts[2]], prompt_cache)  # the third was read: it hands none
+    reading = prompt_cache.reading(
+        sampler, [sampler.prime_row(sampler.vocab.encode(p)) for p in prompts], scored=[0, 1, 2]
+    )
+    while not reading.done:
+        reading.read_piece()
+    handed = [reading.handed(row) for row in range(3)]
+    assert [len(strides) for strides in handed] == [len(prompts[0]) // STRIDE, 0, 0]
+    texts = [generator.vocab.encode(p + " through yonder") for p in prompts]
+    scoring = Scoring(generator, cache_bytes)
+    got = scoring.score(texts, handed)
+    expected, _ = score(generator, [p + " through yonder" for p in prompts], 0)
+    for got_scores, expected_scores in zip(got, expected):
+        for name in ("logprobs", "top_ids", "top_logprobs"):
+            np.testing.assert_array_equal(getattr(got_scores, name), getattr(expected_scores, name))
+    handed_chars = STRIDE * len(handed[0])
+    assert scoring.cache.read_chars == sum(map(len, texts)) - handed_chars
+
+
 def test_a_full_score_cache_drops_a_texts_later_strides_first():
     """A text's strides are only of use from its first on: when some must go, the
     later ones go."""
+    from charlm.generate import Start
     from charlm.serve.prefix_cache import KEY_BYTES, ScoreCache, ScoredStride, stride_digests
 
     def stride():
-        return ScoredStride(np.zeros(32), np.zeros(32), np.zeros(32), [[np.zeros(32)]])
+        start = Start(np.zeros(8), [[np.zeros(32)]])
+        return ScoredStride(np.zeros(32), np.zeros(32), np.zeros(32), start)
 
     cost = stride().nbytes + KEY_BYTES
     cache = ScoreCache(3 * cost)

@@ -86,6 +86,16 @@ def test_echo_and_logprobs_are_the_scores_of_the_text(server, lm):
     assert_scores(plain["logprobs"], text, lm.score(text, top=2), len(prompt), 2)
 
 
+@pytest.mark.parametrize("prompt", ["a", "ROMEO", "x", "the cat sat on the mat. " * 3])
+def test_greedy_text_is_the_most_likely_characters_its_logprobs_list(server, prompt):
+    """The text is drawn from the state its log-probabilities are read from (the prompt
+    read once, after a newline): at temperature 0 each character is the first one listed."""
+    body = complete(server, prompt=prompt, logprobs=1, max_tokens=60, temperature=0)
+    logprobs = body["choices"][0]["logprobs"]
+    listed = [next(iter(top)) for top in logprobs["top_logprobs"]]
+    assert logprobs["tokens"] == listed
+
+
 def test_max_tokens_0_with_echo_scores_the_prompt_alone(server, lm, trained_run):
     import keras
 

@@ -27,7 +27,7 @@ class FakeGenerator:
         self.entered, self.release = threading.Event(), threading.Event()
         self.broken = broken
 
-    def run(self, rows, top, keep_states):  # charlm.scoring.Scorer.run
+    def run(self, rows, top, keep_starts):  # charlm.scoring.StepScorer.run
         if not self.batches:
             self.entered.set()
             self.release.wait(10)

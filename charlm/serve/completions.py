@@ -46,8 +46,9 @@ class Shape:
 class Reply:
     """A request's choices as they arrive: their prompts, generated text and finish."""
 
-    def __init__(self, service, completion: Completion, shape: Shape):
+    def __init__(self, service, completion: Completion, shape: Shape, streams: list):
         self.service, self.completion, self.shape = service, completion, shape
+        self.streams = streams  # each choice's (none with `max_tokens: 0`)
         self.prompts = [p for p in completion.prompts for _ in range(completion.n)]
         self.texts = [""] * len(self.prompts)
         self.reasons: list = [None] * len(self.prompts)
@@ -63,9 +64,9 @@ class Reply:
         so far, or None when the request asked for none."""
         if self.completion.logprobs is None:
             return None
-        prompt = self.prompts[index]
-        scoring = self.service.scoring
-        return await scoring.logprobs(prompt, self.texts[index], start, self.completion.logprobs)
+        prompt, top = self.prompts[index], self.completion.logprobs
+        handed = self.streams[index].read_strides if self.streams else ()
+        return await self.service.scoring.logprobs(prompt, self.texts[index], start, top, handed)
 
     def usage(self) -> dict:
         prompt = sum(len(p.ids) for p in self.completion.prompts)
@@ -116,7 +117,7 @@ async def answer(service, completion: Completion, request: Request, shape: Shape
     """Submit the request's streams; answer with one JSON body or a stream of events."""
     events: asyncio.Queue = asyncio.Queue()
     streams = submit(service, completion, events)
-    reply = Reply(service, completion, shape)
+    reply = Reply(service, completion, shape, streams)
     if completion.stream:
         return StreamingResponse(
             sse(service, events, streams, reply),
@@ -159,6 +160,7 @@ def submit(service, completion: Completion, events: asyncio.Queue) -> list:
         top_p=completion.top_p,
         stop=completion.stop,
         bias=completion.bias,
+        scored=completion.logprobs is not None,
         emitter=emitter,
     )
     try:

@@ -150,6 +150,8 @@ class Engine:
                     reading.read_piece()
                 if not reading.done:
                     return False
+                for row, stream in enumerate(group):
+                    stream.read_strides = reading.handed(row)
                 batch = self.advance(Batch(group, *reading.result()), 1)
         except Exception:
             if len(group) > 1:
@@ -177,7 +179,8 @@ class Engine:
                 self.long_reads.append(alone)
 
     def reading_of(self, group: list[Stream]) -> CachedReading:
-        return self.prefix_cache.reading(self.sampler, prompts_of(group))
+        scored = [row for row, stream in enumerate(group) if stream.scored]
+        return self.prefix_cache.reading(self.sampler, prompts_of(group), scored)
 
     def looked_up(self, streams: list[Stream]) -> list[Stream]:
         """`streams`, each knowing how much of its prompt the prefix cache spares it."""

@@ -37,8 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from charlm.batching import INVARIANT_ROWS
-from charlm.scoring import RowScores, Scorer, scoring_row
+from charlm.scoring import RowScores, StepScorer, scoring_row
 from charlm.serve.prefix_cache import STRIDE, ScoreCache, ScoredStride, stride_digests
 from charlm.serve.prompts import Prompt
 from charlm.serve.requests import MAX_LOGPROBS
@@ -58,16 +57,19 @@ class Job:
     start: int
     top: int
     has_prompt: bool
+    handed: list  # the whole strides of its prompt the engine scored (ScoredStride)
     answer: Future = field(default_factory=Future)
 
 
 class Scoring:
     """The log-probabilities of a server's choices, scored in batches by one thread."""
 
-    def __init__(self, generator, cache_bytes: int = 0, scorer: Scorer | None = None):
+    def __init__(self, generator, cache_bytes: int = 0, scorer: StepScorer | None = None):
         self.generator = generator
-        # Calls a STRIDE wide: the states after each are those a cached stride keeps.
-        self.scorer = scorer or Scorer(generator.model, min_rows=INVARIANT_ROWS, piece=STRIDE)
+        # Generation's reading, on the engine's sampler, calls a STRIDE wide: the points
+        # after each are those a cached stride keeps and the engine's reading hands on.
+        # Batch-invariant, as the engine's: a text's numbers never depend on its neighbours.
+        self.scorer = scorer or StepScorer(generator.sampler.batch_invariant(), STRIDE)
         self.cache = ScoreCache(cache_bytes)  # the worker thread's alone
         # One `top` for every call: the scorer traces a program per value.
         self.top = min(MAX_LOGPROBS, generator.vocab.size)
@@ -75,11 +77,14 @@ class Scoring:
         self.held: Job | None = None  # taken from the queue, next to be scored
         threading.Thread(target=self.work, name="charlm-score", daemon=True).start()
 
-    async def logprobs(self, prompt: Prompt, generated: str, start: int, top: int) -> dict:
+    async def logprobs(
+        self, prompt: Prompt, generated: str, start: int, top: int, handed: list = ()
+    ) -> dict:
         """The logprobs object of the characters from `start` on of the prompt's text
-        followed by `generated`, with the `top` most likely characters at each."""
+        followed by `generated`, with the `top` most likely characters at each; `handed`,
+        the whole strides of the prompt's scores the engine read (see CachedReading)."""
         ids = np.concatenate([prompt.ids, self.generator.vocab.encode(generated)])
-        job = Job(ids.astype(np.int32), start, top, has_prompt=len(prompt.ids) > 0)
+        job = Job(ids.astype(np.int32), start, top, len(prompt.ids) > 0, list(handed))
         self.jobs.put(job)
         return await asyncio.wrap_future(job.answer)
 
@@ -110,7 +115,7 @@ class Scoring:
         """Score `batch` and answer its jobs; False (none answered) if a batch of
         several failed."""
         try:
-            results = self.score([job.ids for job in batch])
+            results = self.score([job.ids for job in batch], [job.handed for job in batch])
         except Exception as error:
             if len(batch) > 1:
                 return False
@@ -121,24 +126,30 @@ class Scoring:
             job.answer.set_result(shaped(scores, job.start, job.top, job.has_prompt))
         return True
 
-    def score(self, texts: list[np.ndarray]) -> list:
-        """Each text's charlm.textgen.Scores, read from its longest cached prefix of whole
-        strides; the strides read are cached."""
+    def score(self, texts: list[np.ndarray], handed: list | None = None) -> list:
+        """Each text's charlm.textgen.Scores, read from its longest prefix of whole strides
+        cached or handed (handed[i], text i's first strides, read by the engine); the
+        strides handed and read are cached."""
         digests = [stride_digests(ids) for ids in texts]
+        for digest, strides in zip(digests, handed or ()):
+            self.cache.store_strides(digest, dict(enumerate(strides, start=1)))
         if self.cache.limit:
             self.score_shared_prefixes(texts, digests)
-        cached = [self.cache.strides(d, len(ids) // STRIDE) for ids, d in zip(texts, digests)]
+        cached = [
+            max(self.cache.strides(d, len(ids) // STRIDE), given[: len(ids) // STRIDE], key=len)
+            for ids, d, given in zip(texts, digests, handed or [[]] * len(texts))
+        ]
         start = self.generator.sampler.start_token()
         rows = [
-            scoring_row(ids, start, len(strides) * STRIDE, strides[-1].states if strides else None)
+            scoring_row(ids, start, len(strides) * STRIDE, strides[-1].start if strides else None)
             for ids, strides in zip(texts, cached)
         ]
-        scored = self.scorer.run(rows, self.top, keep_states=self.cache.limit > 0)
+        scored = self.scorer.run(rows, self.top, keep_starts=self.cache.limit > 0)
         results = []
         for ids, digest, strides, new in zip(texts, digests, cached, scored):
             known = len(strides) * STRIDE
             whole = joined(strides + [new])
-            self.cache.store_strides(digest, new_strides(whole, new.piece_states, known))
+            self.cache.store_strides(digest, new_strides(whole, new.piece_starts, known))
             self.cache.saved_chars += known
             self.cache.read_chars += len(ids) - known
             results.append(self.generator.scores_of(ids, whole))
@@ -158,15 +169,15 @@ class Scoring:
             self.score(list(shared.values()))
 
 
-def new_strides(whole: RowScores, piece_states: list, known: int) -> dict[int, ScoredStride]:
+def new_strides(whole: RowScores, piece_starts: list, known: int) -> dict[int, ScoredStride]:
     """The strides a text's scoring read past its first `known` characters, by their
     count from the text's start: their scores (taken from `whole`, the text's) and the
-    states after each (piece_states, one per STRIDE read)."""
+    point after each (piece_starts, one per STRIDE read)."""
     strides = {}
-    for count, states in enumerate(piece_states, start=known // STRIDE + 1):
+    for count, start in enumerate(piece_starts, start=known // STRIDE + 1):
         at = slice((count - 1) * STRIDE, count * STRIDE)
         scores = [getattr(whole, name)[at].copy() for name in RowScores.ARRAYS]
-        strides[count] = ScoredStride(*scores, states)
+        strides[count] = ScoredStride(*scores, start)
     return strides
 
 

@@ -97,8 +97,8 @@ class PrefixCache(ByteBoundedLru):
         super().__init__(limit_bytes)
         self.tails: dict[bytes, set[bytes]] = {}  # stride digest -> tails stored after it
 
-    def reading(self, sampler, prompts: list[np.ndarray]) -> CachedReading:
-        return CachedReading(self, sampler, prompts)
+    def reading(self, sampler, prompts: list[np.ndarray], scored=()) -> CachedReading:
+        return CachedReading(self, sampler, prompts, scored)
 
     def longest(self, ids: np.ndarray, digests: list[bytes]) -> tuple[int, Start | None]:
         """The longest stored prefix of `ids` (whose stride_digests are `digests`): its
@@ -133,17 +133,17 @@ class PrefixCache(ByteBoundedLru):
 @dataclass
 class ScoredStride:
     """A stride of a scored text: the scores of its STRIDE characters (see RowScores)
-    and the states after reading the inputs that predicted them."""
+    and the point (logits and states) after reading the inputs that predicted them."""
 
     logprobs: np.ndarray
     top_ids: np.ndarray
     top_logprobs: np.ndarray
-    states: list[list[np.ndarray]]
+    start: Start
 
     @property
     def nbytes(self) -> int:
         arrays = [self.logprobs, self.top_ids, self.top_logprobs]
-        return sum(a.nbytes for a in arrays) + sum(s.nbytes for layer in self.states for s in layer)
+        return sum(a.nbytes for a in arrays) + self.start.nbytes
 
 
 class ScoreCache(ByteBoundedLru):
@@ -197,9 +197,14 @@ def prefix_key(ids: np.ndarray, length: int, digests: list[bytes]) -> tuple[byte
 class CachedReading:
     """A PromptReading of each prompt's part past its longest stored prefix; it stores the
     state at each STRIDE-th character it reads and at each prompt's end. Each row is
-    placed so that every call ends on a STRIDE boundary of its prompt."""
+    placed so that every call ends on a STRIDE boundary of its prompt.
 
-    def __init__(self, cache: PrefixCache, sampler, prompts: list[np.ndarray]):
+    Rows in `scored` (prompts a newline starts, see Sampler.prime_row) are read with their
+    scores, and one read from its start hands them on (`handed`) as a scoring reads the
+    text after the newline: its whole strides, each with the point after it
+    (charlm.serve.logprobs takes them instead of reading the prompt again)."""
+
+    def __init__(self, cache: PrefixCache, sampler, prompts: list[np.ndarray], scored=()):
         self.cache = cache
         self.prompts = prompts = [np.asarray(ids, np.int32) for ids in prompts]
         self.digests = [stride_digests(ids) for ids in prompts]  # once per prompt
@@ -208,12 +213,16 @@ class CachedReading:
         # Row r's prompt is read from character known[r], at column offsets[r]: the
         # columns a call ends on are then whole strides into its prompt.
         self.offsets = [length % STRIDE for length in self.known]
+        self.handing = [row for row in scored if self.known[row] == 0]
+        self.kept = {row: [] for row in self.handing}  # the point after each whole stride
+        rest = [ids[length:] for ids, length in zip(prompts, self.known)]
         self.reading = PromptReading(
             sampler,
-            [ids[length:] for ids, length in zip(prompts, self.known)],
+            rest,
             starts=[start for _, start in found],
             offsets=self.offsets,
             piece=STRIDE,
+            targets=[np.append(ids[1:], 0) for ids in rest] if self.handing else None,
         )
         cache.saved_chars += sum(self.known)
         cache.read_chars += sum(len(ids) for ids in prompts) - sum(self.known)
@@ -224,16 +233,26 @@ class CachedReading:
 
     def read_piece(self) -> None:
         self.reading.read_piece()
-        if not self.cache.limit:
-            return
         keys = {}  # row -> the key of the prefix it has read now, if one to store
-        for row, ids in enumerate(self.prompts):
+        for row, ids in enumerate(self.prompts if self.cache.limit else ()):
             read_to = self.known[row] - self.offsets[row] + self.reading.start
             if self.known[row] < read_to < len(ids) or (self.done and self.known[row] < len(ids)):
                 keys[row] = prefix_key(ids, min(read_to, len(ids)), self.digests[row])
-        starts = self.reading.row_starts(list(keys)) if keys else []
+        # A handed stride's last score is of the character after it: in the prompt.
+        handed = [row for row in self.handing if self.reading.start < len(self.prompts[row])]
+        starts = self.reading.row_starts(list(keys) + handed) if keys or handed else []
         for key, start in zip(keys.values(), starts):
             self.cache.store(key, start)
+        for row, start in zip(handed, starts[len(keys) :]):
+            self.kept[row].append(start)
+
+    def handed(self, row: int) -> list[ScoredStride]:
+        """Row `row`'s whole strides of scored text (none unless it is handed on)."""
+        scores = self.reading.row_scores(row) if row in self.kept else ()
+        return [
+            ScoredStride(*(a[at * STRIDE : (at + 1) * STRIDE].copy() for a in scores), start)
+            for at, start in enumerate(self.kept.get(row, ()))
+        ]
 
     def result(self):
         return self.reading.result()

@@ -13,6 +13,7 @@ import numpy as np
 
 from charlm.controls import bias_row
 from charlm.errors import ConfigError, relabelled
+from charlm.generate import LISTED
 from charlm.serve.errors import RequestError
 from charlm.serve.prompts import Prompt, parse_prompts
 
@@ -25,7 +26,7 @@ NEUTRAL_FIELDS = {
     "stream_options": None,
 }
 MAX_STOPS = 16
-MAX_LOGPROBS = 20  # the most likely characters `logprobs` may ask for at each position
+MAX_LOGPROBS = LISTED  # the most likely characters `logprobs` may ask for (a reading lists them)
 
 
 # A body's cap follows from the longest prompt: a JSON encoder may write each of its

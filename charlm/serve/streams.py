@@ -26,6 +26,7 @@ class Stream:
     stop: list[str]
     emit: Callable[[str, str | None], None]  # (new text, finish reason or None)
     bias: np.ndarray | None = None  # (vocab,) added to the logits (charlm.controls.bias_row)
+    scored: bool = False  # its request asks for logprobs: its prompt's scores are kept
     cancelled: bool = False
     finish_reason: str | None = None  # "stop", "length", or "error" (the server failed)
     position: int = 0  # characters drawn so far
@@ -35,6 +36,8 @@ class Stream:
         # Characters of the prompt to read: all, until the reader finds a prefix of it in
         # its prefix cache (Engine.looked_up).
         self.unread = len(self.prompt_ids)
+        # If scored, the whole strides of its prompt's scores, once read (CachedReading).
+        self.read_strides: list = []
 
     @property
     def done(self) -> bool:
