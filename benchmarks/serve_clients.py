@@ -209,12 +209,17 @@ def choices_with_and_without_cache(run: Path, root: Path) -> dict:
                 started = time.perf_counter()
                 samples = run_lm_eval(url, task_manager, "charlm_bench_choice")
                 times.append(time.perf_counter() - started)
-            cache = httpx.get(f"{url}/health").json()["score_cache"]
+            health = httpx.get(f"{url}/health").json()
         finally:
             process.terminate()
             process.wait()
         loglikelihoods = [[float(r[0]) for r in sample["filtered_resps"]] for sample in samples]
-        results[label] = {"s": times, "score_cache": cache, "loglikelihoods": loglikelihoods}
+        results[label] = {
+            "s": times,
+            "prefix_cache": health["prefix_cache"],
+            "score_cache": health["score_cache"],
+            "loglikelihoods": loglikelihoods,
+        }
     results["same"] = results["cache"]["loglikelihoods"] == results["no cache"]["loglikelihoods"]
     return results
 
@@ -413,14 +418,16 @@ def report(results: dict) -> list[str]:
             f"lm-eval multiple_choice, {CHOICE_QUESTIONS} questions of a "
             f"{CHOICE_CONTEXT:,}-character context and 4 choices of {CHOICE_CHARS}:",
             "",
-            "| server | lm-eval runs | characters read | read from the cache |",
-            "|---|---|---|---|",
+            "| server | lm-eval runs | prompt characters the engine read | from its prefix "
+            "cache | characters scoring read | scoring did not (handed on or cached) |",
+            "|---|---|---|---|---|---|",
         ]
         for label, figures in (("cache", cached), ("no cache", uncached)):
-            cache = figures["score_cache"]
+            engine, scoring = figures["prefix_cache"], figures["score_cache"]
             lines.append(
                 f"| {label} | " + ", ".join(f"{s:.1f} s" for s in figures["s"]) + " | "
-                f"{cache['read_chars']:,} | {cache['saved_chars']:,} |"
+                f"{engine['read_chars']:,} | {engine['saved_chars']:,} | "
+                f"{scoring['read_chars']:,} | {scoring['saved_chars']:,} |"
             )
         lines += [
             "",

@@ -1,8 +1,8 @@
-"""Log-probabilities in OpenAI's completions shape, computed by the library's scoring
-(charlm.scoring), so that every number is the one `LanguageModel.score` gives for the
-same text (to a few units in the last place: the server scores at least INVARIANT_ROWS
-rows at once, see charlm.batching): the prompt's characters and the generated ones read
-together from the state after a newline.
+"""Log-probabilities in OpenAI's completions shape, read by generation's own step
+(charlm.scoring.StepScorer): the prompt's characters and the generated ones read
+together from the state after a newline, the state the text was drawn from. They are the
+model's own numbers, `LanguageModel.score`'s for the same text up to float32 rounding
+(that runs the model's fused loop, which rounds differently from the step).
 
     {"tokens": [...], "token_logprobs": [...], "top_logprobs": [{char: logprob}, ...],
      "text_offset": [...]}
@@ -18,11 +18,13 @@ BATCH_POSITIONS allows), which is what makes scoring many windows at once (as
 lm-evaluation-harness sends them) fast. A batch that fails is scored again a text at a
 time, so that one text that cannot be scored fails no other.
 
-A text is scored from its longest prefix of whole strides scored before, if the score
-cache (charlm.serve.prefix_cache.ScoreCache) still holds them: the choices after a
-shared context, a completion's text as it streams. The numbers are exactly those of
-scoring the whole text: a row's scores depend neither on the rows beside it nor on the
-stride its reading started at (charlm.scoring).
+A text is scored from its longest prefix of whole strides read before: those the engine
+read of its prompt and handed on (charlm.serve.prefix_cache.CachedReading: a prompt is
+read once, for its text and its scores), or those the score cache
+(charlm.serve.prefix_cache.ScoreCache) still holds: the choices after a shared context, a
+completion's text as it streams. The numbers are exactly those of scoring the whole
+text: a row's scores depend neither on the rows beside it nor on the stride its reading
+started at (charlm.scoring).
 """
 
 from __future__ import annotations
