@@ -4,9 +4,10 @@
 8. the prefix cache: 32 clients sharing a 2,000-character system prompt, each request
    with its own 50-character question (a slice of the corpus) and a completion of
    200-600 characters, after one such request: time to the first character with the
-   cache and, in the same run,
-   on a server started with --prefix-cache-mb 0; beside them, the floor: the sampler
-   alone reading what a request reads with the cache, for 1 stream and for 32;
+   cache and, in the same run, with it and --chunk-chars 16 and 8 (requests join sooner,
+   fewer chars/s), and on a server started with --prefix-cache-mb 0; beside them, the
+   floor: the sampler alone reading what a request reads with the cache, for 1 stream
+   and for 32;
 9. memory with the cache full: a server with a 16 MB cache, 10,000 requests of distinct
    96-character prompts (each stores three states): resident memory after 500, then
    after each quarter, and the cache's own bytes;
@@ -42,6 +43,14 @@ from serve import load_test, many_requests, rss_mb, start_server
 
 SYSTEM_CHARS, QUESTION_CHARS = 2000, 50
 SERVER_FLAGS = ("--queue", "1024", "--max-tokens", "100000")
+# Point 8's servers: the default, shorter chunks (earlier first characters, fewer chars/s),
+# and no cache.
+SHARED_PROMPT_SERVERS = (
+    ("cache", ()),
+    ("cache, --chunk-chars 16", ("--chunk-chars", "16")),
+    ("cache, --chunk-chars 8", ("--chunk-chars", "8")),
+    ("no cache", ("--prefix-cache-mb", "0")),
+)
 LM_EVAL_ARGS = "tokenizer_backend=remote,num_concurrent=4,max_length=2048"
 LM_EVAL_BATCH = 32  # requests per call (the README's --batch_size)
 LM_EVAL_CHARS, LM_EVAL_DOCS = 200_000, 1
@@ -64,7 +73,7 @@ def shared_system_prompt(run: Path, seconds: float) -> dict:
         return system + corpus[at : at + QUESTION_CHARS]
 
     results = {}
-    for label, flags in (("cache", ()), ("no cache", ("--prefix-cache-mb", "0"))):
+    for label, flags in SHARED_PROMPT_SERVERS:
         process, url = start_server(run, *SERVER_FLAGS, *flags)
         try:
             # The system prompt's first reader, before the clients come.
@@ -91,7 +100,7 @@ def reading_floor(run: Path, prompt) -> dict:
     sampler = Sampler(loaded.model, loaded.vocab).batch_invariant()
     sampler.compile(32)
     rng = random.Random(0)
-    unread = SYSTEM_CHARS % STRIDE + QUESTION_CHARS
+    unread = (SYSTEM_CHARS + 1) % STRIDE + QUESTION_CHARS  # the prompt after a newline
     floor = {}
     for streams in (1, 32):
         times = []
@@ -201,7 +210,7 @@ def choices_with_and_without_cache(run: Path, root: Path) -> dict:
     tasks = write_choice_task(root / "choice-tasks", questions)
     task_manager = TaskManager(include_path=str(tasks))
     results = {}
-    for label, flags in (("cache", ()), ("no cache", ("--prefix-cache-mb", "0"))):
+    for label, flags in SHARED_PROMPT_SERVERS:
         process, url = start_server(run, *SERVER_FLAGS, *flags)
         times, samples = [], None
         try:
@@ -326,14 +335,14 @@ def one_reading_s(run: Path, docs: list[str]) -> float:
     import numpy as np
 
     import charlm
-    from charlm.generate import PromptReading
+    from charlm.generate import PromptReading, next_targets
     from charlm.serve.prefix_cache import STRIDE
 
     generator = charlm.load(run).generator
     sampler = generator.sampler.batch_invariant()
     windows = rolling_windows(generator.vocab, docs)
     prompts = [sampler.prime_row(np.array(c + w, np.int32)) for c, w in windows]
-    targets = [np.append(ids[1:], 0) for ids in prompts]
+    targets = [next_targets(ids) for ids in prompts]
     times = []
     for _ in range(2):
         started = time.perf_counter()
@@ -355,7 +364,7 @@ def report(results: dict) -> list[str]:
             "| read from the cache |",
             "|---|---|---|---|---|---|---|",
         ]
-        for label in ("cache", "no cache"):
+        for label, _ in SHARED_PROMPT_SERVERS:
             figures = shared[label]
             cache = figures["prefix_cache"]
             lines.append(
@@ -371,8 +380,16 @@ def report(results: dict) -> list[str]:
             f"with the cache / without: first character p50 "
             f"{cached['first_char_p50_ms'] / uncached['first_char_p50_ms']:.3f}x, p99 "
             f"{cached['first_char_p99_ms'] / uncached['first_char_p99_ms']:.3f}x",
+            *(
+                f"{label[7:]} / the default 32: first character p50 "
+                f"{shared[label]['first_char_p50_ms'] / cached['first_char_p50_ms']:.2f}x, "
+                f"p99 {shared[label]['first_char_p99_ms'] / cached['first_char_p99_ms']:.2f}x, "
+                f"chars/s {shared[label]['chars_per_s'] / cached['chars_per_s']:.2f}x"
+                for label, flags in SHARED_PROMPT_SERVERS
+                if "--chunk-chars" in flags
+            ),
             f"the floor, the sampler alone reading a request's unread "
-            f"{SYSTEM_CHARS % 32 + QUESTION_CHARS} characters: "
+            f"{(SYSTEM_CHARS + 1) % 32 + QUESTION_CHARS} characters: "
             f"{floor[1]:.0f} ms for 1 stream, {floor[32]:.0f} ms for 32 together",
         ]
     if "memory_with_full_cache" in results:

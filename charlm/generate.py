@@ -37,8 +37,8 @@ from charlm.controls import MODES, Controls, SamplingOptions, sampling_mode
 from charlm.data.vocabulary import Vocabulary
 from charlm.draws import choose, uniform_noise
 from charlm.model.step import CharacterStep
+from charlm.sampling_rules import CHUNK
 
-CHUNK = 256  # most characters per compiled call: hides Python, still streams
 READ_CHARS = 128  # prompt characters per compiled call (a fixed width: one XLA program)
 LISTED = 20  # the most likely characters a reading lists at each position (OpenAI's most)
 
@@ -329,6 +329,12 @@ class PromptReading:
             Start(logits[row].copy(), [[state[row].copy() for state in layer] for layer in states])
             for row in rows
         ]
+
+
+def next_targets(ids: np.ndarray) -> np.ndarray:
+    """The targets of reading `ids` for the scores of the text itself: each character's
+    next (0 after the last, whose next is not known yet)."""
+    return np.append(ids[1:], 0)[: len(ids)]
 
 
 @dataclass

@@ -18,6 +18,12 @@ from dataclasses import dataclass
 from charlm.config import SampleConfig, check_setting
 from charlm.errors import ConfigError
 
+# Characters generated per compiled call: CHUNK at most (its columns are compiled in),
+# CHUNK_STEPS per call in a server, where requests join between calls (`charlm serve
+# --chunk-chars`; docs/results.md measures the trade of first characters against chars/s).
+CHUNK = 256  # hides Python's cost per call, and text still streams
+CHUNK_STEPS = 32
+
 
 class UnknownCharactersWarning(UserWarning):
     """A prime held characters the model never saw; they were left out."""

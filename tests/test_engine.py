@@ -49,17 +49,21 @@ def test_a_stream_stops_at_the_first_stop_string_or_its_length(pieces, stop, len
     assert finishes == ([reason] if reason else [])
 
 
-def test_prompts_read_together_give_the_texts_charlm_sample_gives(trained_run):
+@pytest.mark.parametrize("chunk_steps", [32, 5])
+def test_prompts_read_together_give_the_texts_charlm_sample_gives(trained_run, chunk_steps):
     """Streams submitted at once have their prompts read together, whatever their
     lengths (short ones in one group, a long one in its own): each text is the one
-    `charlm sample` prints for its prompt (as one of several samples)."""
+    `charlm sample` prints for its prompt (as one of several samples), in chunks of
+    any length (`--chunk-chars`)."""
     from charlm.generate import Sampler
     from charlm.run.load import load_checkpoint
     from charlm.serve.engine import Engine
     from charlm.serve.streams import request_streams
 
     loaded = load_checkpoint(trained_run)
-    engine = Engine(Sampler(loaded.model, loaded.vocab), lanes=8)
+    engine = Engine(Sampler(loaded.model, loaded.vocab), lanes=8, chunk_steps=chunk_steps)
+    generate, chunks = engine.sampler.generate, []
+    engine.sampler.generate = lambda *args: chunks.append(args[3]) or generate(*args)
     prompts = ["a", "the cat sat on the mat", "the dog ran. " * 20]
     finished = threading.Event()
     texts = {prompt: "" for prompt in prompts}
@@ -97,6 +101,7 @@ def test_prompts_read_together_give_the_texts_charlm_sample_gives(trained_run):
         for prompt in prompts
     }
     assert texts == expected
+    assert max(chunks) == chunk_steps  # after each prompt's first character, alone
 
 
 def test_the_engine_runs_a_lone_stream_as_a_batch_runs_it(trained_run):

@@ -224,9 +224,18 @@ def test_sigterm_lets_responses_in_flight_finish_and_exits_0(trained_run):
     assert reply.status_code == 200 and len(reply.json()["choices"][0]["text"]) == 3000
 
 
-def test_bad_serve_options_are_refused_in_one_line(trained_run):
-    result = invoke("serve", "-c", trained_run, "--lanes", 0)
-    assert result.exit_code == 2 and "--lanes must be at least 1" in result.stderr
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--lanes", 0, "--lanes must be at least 1"),
+        ("--chunk-chars", 0, "--chunk-chars must be at least 1"),
+        ("--chunk-chars", 257, "--chunk-chars must be at most 256"),
+    ],
+)
+def test_bad_serve_options_are_refused_in_one_line(trained_run, option, value, message):
+    result = invoke("serve", "-c", trained_run, option, value)
+    assert result.exit_code == 2 and message in result.stderr
+    assert result.stderr.count("\n") == 1
 
 
 def test_a_port_in_use_is_refused_in_one_line(server, trained_run):

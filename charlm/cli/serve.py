@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from charlm.cli.app import CheckpointOption, app, fail, quiet_tensorflow_start, say, user_errors
+from charlm.sampling_rules import CHUNK, CHUNK_STEPS
 
 API_KEY_ENV = "CHARLM_API_KEY"
 SHUTDOWN_MARGIN = 5.0  # seconds uvicorn waits past --grace for the app's last replies
@@ -67,6 +68,14 @@ def serve(
             "least recently used out. 0 turns both off."
         ),
     ] = 256,
+    chunk_chars: Annotated[
+        int,
+        typer.Option(
+            help="Characters each batched call generates for every stream (1 to 256). "
+            "Requests join between calls: fewer send a new request's first character "
+            "sooner under load, more serve more characters per second."
+        ),
+    ] = CHUNK_STEPS,
     api_key: Annotated[
         Optional[str],
         typer.Option(
@@ -99,11 +108,14 @@ def serve(
         ("--body-timeout", body_timeout, 0.1),
         ("--grace", grace, 0),
         ("--prefix-cache-mb", prefix_cache_mb, 0),
+        ("--chunk-chars", chunk_chars, 1),
     ):
         if not value >= low:  # also refuses nan
             fail(f"{name} must be at least {low}; got {value}")
     if port > 65535:
         fail(f"--port must be at most 65535; got {port}")
+    if chunk_chars > CHUNK:
+        fail(f"--chunk-chars must be at most {CHUNK}; got {chunk_chars}")
     if not prefix_cache_mb <= 2**20:
         fail(f"--prefix-cache-mb must be at most {2**20} (a TiB); got {prefix_cache_mb}")
     from charlm.serve.transcript import parse_chat_roles
@@ -130,6 +142,7 @@ def serve(
         lanes=lanes,
         queue_limit=queue,
         prefix_cache_bytes=int(prefix_cache_mb * 2**20),
+        chunk_steps=chunk_chars,
     )
     limits = Limits(
         max_tokens=max_tokens,

@@ -37,15 +37,12 @@ from collections import deque
 
 from charlm.controls import sampling_mode
 from charlm.generate import Sampler
+from charlm.sampling_rules import CHUNK_STEPS
 from charlm.serve.prefix_cache import CachedReading, PrefixCache
 from charlm.serve.streams import EMPTY, Batch, Stream, controls_of, prompts_of
 
 log = logging.getLogger("charlm.serve")
 
-# Characters per batched call. Each call costs a few milliseconds besides its steps, so
-# long calls serve more characters per second; but a new stream joins only when the
-# running call ends, and its prompt is read beside it, sharing the cores.
-CHUNK_STEPS = 32
 SHORT_PROMPT = 128  # shorter prompts are read first, together (see by_prompt_length)
 
 
@@ -67,11 +64,16 @@ class Engine:
         lanes: int = 64,
         queue_limit: int = 256,
         prefix_cache_bytes: int = 0,
+        chunk_steps: int = CHUNK_STEPS,
     ):
         # A request's text must not depend on whether it ran alone (see charlm.batching).
         self.sampler = sampler.batch_invariant()
         self.vocab = sampler.vocab
         self.lane_count = lanes
+        # Characters per batched call. Each call costs a few milliseconds besides its steps,
+        # so long calls serve more characters per second; but a new stream joins only when
+        # the running call ends, and its prompt is read beside it, sharing the cores.
+        self.chunk_steps = chunk_steps
         self.prefix_cache = PrefixCache(prefix_cache_bytes)  # the reader's alone
         self.queue_limit = queue_limit
         self.pending: deque[Stream] = deque()  # prompt not read yet
@@ -236,7 +238,7 @@ class Engine:
         (the text of each is the same, see charlm.batching), and those that fail alone
         end in error; the decoder goes on with the others and the streams that join next."""
         try:
-            return self.advance(batch, CHUNK_STEPS)
+            return self.advance(batch, self.chunk_steps)
         except Exception:
             if len(batch.streams) == 1:
                 log.exception("a chunk of a stream failed; its request ends in error")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from charlm.generate import PromptReading, Start
+from charlm.generate import PromptReading, Start, next_targets
 
 STRIDE = 32  # characters between stored states; also the columns read per call
 KEY_BYTES = 100  # a key's digest and tail, and the dictionaries' share, per entry
@@ -222,7 +222,7 @@ class CachedReading:
             starts=[start for _, start in found],
             offsets=self.offsets,
             piece=STRIDE,
-            targets=[np.append(ids[1:], 0) for ids in rest] if self.handing else None,
+            targets=[next_targets(ids) for ids in rest] if self.handing else None,
         )
         cache.saved_chars += sum(self.known)
         cache.read_chars += sum(len(ids) for ids in prompts) - sum(self.known)
