@@ -20,7 +20,9 @@ fails alone ends with finish reason "error" and is logged; both threads go on se
 the others.
 
 A prompt is read from the longest prefix of it read before, if the prefix cache
-(charlm.serve.prefix_cache) still holds that prefix's state.
+(charlm.serve.prefix_cache) still holds that prefix's state. The prompt of a request that
+asks for logprobs is read with the scores of its characters, which its stream hands to
+the request's scoring (charlm.serve.logprobs): the prompt is read once, for both.
 
 A recurrent model makes this simple: a stream's whole state is a few vectors per layer,
 so joining or leaving the batch is a gather of those vectors, with no cache that grows.
