@@ -4,8 +4,8 @@
 8. the prefix cache: 32 clients sharing a 2,000-character system prompt, each request
    with its own 50-character question (a slice of the corpus) and a completion of
    200-600 characters, after one such request: time to the first character with the
-   cache and, in the same run, with it and --chunk-chars 16 and 8 (requests join sooner,
-   fewer chars/s), and on a server started with --prefix-cache-mb 0; beside them, the
+   cache and, in the same run, with it and --chunk-chars 16, 8, 4 and 2 (requests join
+   sooner, fewer chars/s), and on a server started with --prefix-cache-mb 0; beside them, the
    floor: the sampler alone reading what a request reads with the cache, for 1 stream
    and for 32;
 9. memory with the cache full: a server with a 16 MB cache, 10,000 requests of distinct
@@ -49,6 +49,8 @@ SHARED_PROMPT_SERVERS = (
     ("cache", ()),
     ("cache, --chunk-chars 16", ("--chunk-chars", "16")),
     ("cache, --chunk-chars 8", ("--chunk-chars", "8")),
+    ("cache, --chunk-chars 4", ("--chunk-chars", "4")),
+    ("cache, --chunk-chars 2", ("--chunk-chars", "2")),
     ("no cache", ("--prefix-cache-mb", "0")),
 )
 LM_EVAL_ARGS = "tokenizer_backend=remote,num_concurrent=4,max_length=2048"
