@@ -94,7 +94,8 @@ def reading_floor(run: Path, prompt) -> dict:
     """Milliseconds the engine's sampler takes, alone, to read what a request reads with
     the cache (its question and the system prompt's last partial block), for 1 and 32
     streams: the least a first character can wait."""
-    from charlm.generate import PromptReading, Sampler
+    from charlm.generate import Sampler
+    from charlm.reading import PromptReading
     from charlm.run.load import load_checkpoint
     from charlm.serve.prefix_cache import STRIDE
 
@@ -337,7 +338,7 @@ def one_reading_s(run: Path, docs: list[str]) -> float:
     import numpy as np
 
     import charlm
-    from charlm.generate import PromptReading, next_targets
+    from charlm.reading import PromptReading, next_targets
     from charlm.serve.prefix_cache import STRIDE
 
     generator = charlm.load(run).generator

@@ -29,9 +29,9 @@ import numpy as np
 import tensorflow as tf
 
 from charlm.batching import BLOCK_ROWS, row_bucket
-from charlm.generate import PromptReading, Sampler, Start
 from charlm.model.build import recurrent_layers
 from charlm.model.step import chain_of_layers
+from charlm.reading import PromptReading, Start
 
 SCORE_PIECE = 2048  # characters per compiled scoring call: one program, flat memory
 
@@ -51,7 +51,7 @@ def scoring_row(ids: np.ndarray, start_id: int, known: int = 0, start=None) -> S
     """The row scoring `ids` from position `known` on; `start` must be the point after
     reading its first `known` inputs (the start token and ids[:known - 1])."""
     ids = np.asarray(ids, np.int32).reshape(-1)
-    inputs = np.concatenate([np.array([start_id], np.int32), ids[:-1]])
+    inputs = np.concatenate([np.array([start_id], np.int32), ids])[: len(ids)]  # as many
     return ScoringRow(inputs[known:], ids[known:], start)
 
 
@@ -144,11 +144,11 @@ class Scorer:
 
 
 class StepScorer:
-    """Scorer.run's rows scored by generation's reading (charlm.generate.PromptReading,
+    """Scorer.run's rows scored by generation's reading (charlm.reading.PromptReading,
     the sampler's step, its rows at least the sampler's min_rows), `piece` characters per
     call, each row from its start; it lists the LISTED most likely characters at most."""
 
-    def __init__(self, sampler: Sampler, piece: int):
+    def __init__(self, sampler, piece: int):  # a charlm.generate.Sampler
         self.sampler, self.width = sampler, piece
 
     def run(self, rows: list[ScoringRow], top: int, keep_starts: bool = False) -> list[RowScores]:

@@ -22,7 +22,8 @@ import tensorflow as tf
 from charlm.config import SampleConfig
 from charlm.controls import SamplingOptions
 from charlm.data.vocabulary import Vocabulary
-from charlm.generate import READ_CHARS, Sampler
+from charlm.generate import Sampler
+from charlm.reading import READ_CHARS
 from charlm.sampling_rules import CHUNK, Settings, StopScan, readable_prime, resolve_settings
 from charlm.scoring import Scorer, scoring_row
 

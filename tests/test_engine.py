@@ -166,7 +166,7 @@ def on_each_chunk(sampler, record) -> None:
 def slow_pieces(pieces: list):
     """PromptReading.read_piece, slowed so that many chunks could start during a read,
     recording when each piece started and ended."""
-    from charlm.generate import PromptReading
+    from charlm.reading import PromptReading
 
     read_piece = PromptReading.read_piece
 
@@ -218,7 +218,7 @@ def test_short_prompts_are_read_first_long_ones_beside_the_streams(
     may end, but no other starts), so the read has the cores. A long prompt is read
     beside them: it would stop them for as long as it takes to read. A long prompt whose
     prefix the prefix cache holds, with a few characters left to read, is a short one."""
-    from charlm.generate import PromptReading
+    from charlm.reading import PromptReading
 
     loaded, sampler, engine = new_engine(trained_run, lanes=4, cache_bytes=1 << 24)
     pieces, chunk_starts = [], []
@@ -246,7 +246,7 @@ def test_short_prompts_are_read_first_long_ones_beside_the_streams(
 def test_a_short_prompt_is_read_between_the_pieces_of_a_long_one(trained_run, monkeypatch):
     """A long prompt is read a piece at a time; a short one that arrives meanwhile is
     read at the next piece's end and has its first character long before the long one."""
-    from charlm.generate import PromptReading
+    from charlm.reading import PromptReading
 
     loaded, _, engine = new_engine(trained_run, lanes=4)
     pieces, finished = [], {}
@@ -271,7 +271,7 @@ def test_a_short_prompt_is_read_between_the_pieces_of_a_long_one(trained_run, mo
 def test_a_long_read_stops_when_its_client_leaves(trained_run, monkeypatch):
     """A client that disconnects while its long prompt is read frees its lane at the
     next piece's end; the rest of the prompt is not read."""
-    from charlm.generate import PromptReading
+    from charlm.reading import PromptReading
 
     loaded, _, engine = new_engine(trained_run, lanes=4)
     pieces = []
@@ -304,7 +304,7 @@ def test_a_failure_ends_only_its_own_streams_and_the_engine_goes_on(
     """A failed read ends its streams in error, a stream whose client cannot be sent
     its text ends alone, a failed chunk ends the streams in it; the others run on, and requests
     that come later are served."""
-    from charlm.generate import PromptReading
+    from charlm.reading import PromptReading
     from charlm.serve.streams import request_streams
 
     loaded, sampler, engine = new_engine(trained_run, lanes=4)

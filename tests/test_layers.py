@@ -25,7 +25,7 @@ LAYERS = [
         "charlm.sampling_rules",
         "charlm.controls",
     },
-    {"charlm.run"},
+    {"charlm.run", "charlm.reading"},
     {"charlm.generate", "charlm.scoring"},
     {"charlm.textgen"},
     {"charlm.training", "charlm.evaluate", "charlm.inspect"},

@@ -28,7 +28,7 @@ def sampler(trained_run):
 
 def read(sampler, texts, cache=None):
     """The logits and states after each text, as numpy arrays (read through `cache`, if given)."""
-    from charlm.generate import PromptReading
+    from charlm.reading import PromptReading
 
     prompts = [sampler.vocab.encode(text) for text in texts]
     if cache is None:
@@ -180,7 +180,7 @@ def test_a_text_scored_from_the_strides_its_prompts_reading_hands_on_is_scored_w
 def test_a_full_score_cache_drops_a_texts_later_strides_first():
     """A text's strides are only of use from its first on: when some must go, the
     later ones go."""
-    from charlm.generate import Start
+    from charlm.reading import Start
     from charlm.serve.prefix_cache import KEY_BYTES, ScoreCache, ScoredStride, stride_digests
 
     def stride():

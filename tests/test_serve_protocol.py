@@ -121,6 +121,14 @@ def test_max_tokens_0_without_echo_generates_nothing(server):
     assert [c["text"] for c in body["choices"]] == ["", ""]
 
 
+def test_an_empty_prompt_scored_alone_has_no_positions(server):
+    choice = complete(server, max_tokens=0, echo=True, logprobs=0)["choices"][0]
+    assert choice["text"] == ""
+    assert choice["logprobs"] == {
+        "tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []
+    }  # fmt: skip
+
+
 def test_logit_bias_of_minus_100_removes_a_character(server, lm):
     plain = complete(server, prompt="the", n=2, max_tokens=400, temperature=1.0, seed=2)
     texts = "".join(c["text"] for c in plain["choices"])

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from charlm.generate import PromptReading, Start, next_targets
+from charlm.reading import PromptReading, Start, next_targets
 
 STRIDE = 32  # characters between stored states; also the columns read per call
 KEY_BYTES = 100  # a key's digest and tail, and the dictionaries' share, per entry

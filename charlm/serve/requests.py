@@ -13,7 +13,7 @@ import numpy as np
 
 from charlm.controls import bias_row
 from charlm.errors import ConfigError, relabelled
-from charlm.generate import LISTED
+from charlm.reading import LISTED
 from charlm.serve.errors import RequestError
 from charlm.serve.prompts import Prompt, parse_prompts
 
