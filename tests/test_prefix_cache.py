@@ -177,6 +177,29 @@ def test_a_text_scored_from_the_strides_its_prompts_reading_hands_on_is_scored_w
     assert scoring.cache.read_chars == sum(map(len, texts)) - handed_chars
 
 
+def test_a_prompt_whose_strides_would_take_too_much_memory_hands_none(trained_run, monkeypatch):
+    """Handed strides are kept until their request is answered: a prompt whose strides
+    would take more than HANDED_BYTES hands none (scoring reads it again)."""
+    import charlm
+    from charlm.serve import prefix_cache
+
+    sampler = charlm.load(trained_run).generator.sampler.batch_invariant()
+    prompts = ["ROMEO: what light " * 5, "the king is dead. " * 10]  # 2 and 5 whole strides
+
+    def handed_counts():
+        reading = prefix_cache.PrefixCache(0).reading(
+            sampler, [sampler.prime_row(sampler.vocab.encode(p)) for p in prompts], [0, 1]
+        )
+        while not reading.done:
+            reading.read_piece()
+        return [reading.handed(row) for row in range(2)]
+
+    first, _ = handed_counts()
+    assert len(first) == 2
+    monkeypatch.setattr(prefix_cache, "HANDED_BYTES", 3 * first[0].nbytes)
+    assert [len(strides) for strides in handed_counts()] == [2, 0]
+
+
 def test_a_full_score_cache_drops_a_texts_later_strides_first():
     """A text's strides are only of use from its first on: when some must go, the
     later ones go."""

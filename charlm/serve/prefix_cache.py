@@ -28,10 +28,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from charlm.reading import PromptReading, Start, next_targets
+from charlm.reading import LISTED, PromptReading, Start, next_targets
 
 STRIDE = 32  # characters between stored states; also the columns read per call
 KEY_BYTES = 100  # a key's digest and tail, and the dictionaries' share, per entry
+# The most the strides one stream hands to its scoring may take (about 5,000 characters of
+# the reference LSTM): they are kept until its request is answered, so a request of many
+# long prompts keeps many. A longer prompt is read again by scoring.
+HANDED_BYTES = 2**21
 
 
 class ByteBoundedLru:
@@ -202,7 +206,8 @@ class CachedReading:
     Rows in `scored` (prompts a newline starts, see Sampler.prime_row) are read with their
     scores, and one read from its start hands them on (`handed`) as a scoring reads the
     text after the newline: its whole strides, each with the point after it
-    (charlm.serve.logprobs takes them instead of reading the prompt again)."""
+    (charlm.serve.logprobs takes them instead of reading the prompt again), if they take
+    at most HANDED_BYTES: they are kept until the request is answered."""
 
     def __init__(self, cache: PrefixCache, sampler, prompts: list[np.ndarray], scored=()):
         self.cache = cache
@@ -213,8 +218,6 @@ class CachedReading:
         # Row r's prompt is read from character known[r], at column offsets[r]: the
         # columns a call ends on are then whole strides into its prompt.
         self.offsets = [length % STRIDE for length in self.known]
-        self.handing = [row for row in scored if self.known[row] == 0]
-        self.kept = {row: [] for row in self.handing}  # the point after each whole stride
         rest = [ids[length:] for ids, length in zip(prompts, self.known)]
         self.reading = PromptReading(
             sampler,
@@ -222,8 +225,10 @@ class CachedReading:
             starts=[start for _, start in found],
             offsets=self.offsets,
             piece=STRIDE,
-            targets=[next_targets(ids) for ids in rest] if self.handing else None,
+            targets=[next_targets(ids) for ids in rest] if scored else None,
         )
+        self.handing = self.rows_to_hand(scored)
+        self.kept = {row: [] for row in self.handing}  # the point after each whole stride
         cache.saved_chars += sum(self.known)
         cache.read_chars += sum(len(ids) for ids in prompts) - sum(self.known)
 
@@ -245,6 +250,18 @@ class CachedReading:
             self.cache.store(key, start)
         for row, start in zip(handed, starts[len(keys) :]):
             self.kept[row].append(start)
+
+    def rows_to_hand(self, scored) -> list[int]:
+        """The rows of `scored` read from their start whose strides fit in HANDED_BYTES."""
+        reading = self.reading
+        arrays = [reading.logits] + [state for layer in reading.states for state in layer]
+        point = sum(array.dtype.size * array.shape[1] for array in arrays)
+        stride = point + STRIDE * (4 + 8 * LISTED)  # a ScoredStride's bytes
+        return [
+            row
+            for row in scored
+            if self.known[row] == 0 and len(self.prompts[row]) // STRIDE * stride <= HANDED_BYTES
+        ]
 
     def handed(self, row: int) -> list[ScoredStride]:
         """Row `row`'s whole strides of scored text (none unless it is handed on)."""
