@@ -3,7 +3,7 @@ front end (`charlm sample`, `charlm serve`, `charlm export`, `charlm bench`, the
 
 Its rules, each in one place:
 - settings, the default seed, prime filtering, stop strings: charlm.sampling_rules;
-- the start state, "as after a newline": `TextGenerator.prompt_ids` (Sampler.prime_row);
+- the start state, "as after a newline": Sampler.prime_row (charlm.generate.start_token);
 - reading a prime, then generating in chunks: `TextGenerator.pieces`;
 - scoring, each character predicted from the state after a newline and the characters
   before it: charlm.scoring.scoring_row, run by `TextGenerator.score`.
@@ -85,10 +85,6 @@ class TextGenerator:
         warning: see readable_prime)."""
         return readable_prime(prime, self.vocab.known_part)
 
-    def prompt_ids(self, readable: str) -> np.ndarray:
-        """The ids a prompt is read as: after a newline (see Sampler.prime_row)."""
-        return self.sampler.prime_row(self.vocab.encode(readable))
-
     # ------------------------------------------------------------ generating
     def pieces(self, readable: str, settings: Settings) -> Iterator[list[str]]:
         """Each sample's text as it is made: a list of one new piece per sample (`settings.n`
@@ -105,7 +101,7 @@ class TextGenerator:
             top_p=settings.top_p,
             seed=settings.seed,
         )
-        for ids in self.sampler.sample(self.prompt_ids(readable), settings.n, options):
+        for ids in self.sampler.sample(self.vocab.encode(readable), settings.n, options):
             yield [scan.take(self.vocab.decode(row)) for scan, row in zip(scans, ids)]
             if all(scan.finish_reason for scan in scans):
                 return

@@ -60,6 +60,28 @@ def test_same_seed_same_text_other_seed_other_text():
     assert a.shape == (1, 300) and np.array_equal(a, b) and not np.array_equal(a, c)
 
 
+@pytest.mark.parametrize("prime", ["abc", ""])
+def test_a_prime_is_read_once_after_one_newline(prime, monkeypatch):
+    """Every front end's prime (the library's TextGenerator under `charlm sample` and the
+    API) is read as the start token and the prime: the one state a server and an export
+    read it to, and scoring reads a text from."""
+    from charlm.config import SampleConfig
+    from charlm.textgen import TextGenerator
+
+    s, model = sampler()
+    read = []
+    reading = generate_module.PromptReading
+
+    def recording(sampler_, prompts, *args, **kwargs):
+        read.extend(np.asarray(p).tolist() for p in prompts)
+        return reading(sampler_, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(generate_module, "PromptReading", recording)
+    generator = TextGenerator(model, VOCAB, SampleConfig(), sampler=s)
+    generator.generate(prime, generator.settings(length=2, seed=0))
+    assert read == [VOCAB.encode("\n" + prime).tolist()]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("cell", ["simple_rnn", "lstm", "gru"])
 def test_stepwise_state_matches_the_full_model(cell):
