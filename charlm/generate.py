@@ -36,7 +36,7 @@ from charlm.controls import MODES, Controls, SamplingOptions, sampling_mode
 from charlm.data.vocabulary import Vocabulary
 from charlm.draws import choose, uniform_noise
 from charlm.model.step import CharacterStep
-from charlm.reading import LISTED, READ_CHARS, PromptReading
+from charlm.reading import READ_CHARS, PromptReading, listed
 from charlm.sampling_rules import CHUNK
 
 
@@ -75,8 +75,12 @@ class Sampler:
     def step(self, tokens, states):
         """Logits for the next character after `tokens` (shape (streams,)), and new states."""
         logits, states = self.model_step(tokens, states)
-        # The unknown token stands for characters never seen in training: never emit it.
-        return logits + self.unknown_mask, states
+        return self.masked(logits), states
+
+    def masked(self, logits):
+        """The model's logits as generation draws from them: the unknown token stands for
+        characters never seen in training, never emitted."""
+        return logits + self.unknown_mask
 
     # ------------------------------------------------------------ compiled loops
     def _read_chunk(self, tokens, targets, mask, steps, logits, states):
@@ -85,9 +89,9 @@ class Sampler:
         they were. The step is generation's: a prompt is read with the products (and
         roundings) its text is then generated with (docs/decisions.md, xla-sampling).
         After each character read, the scores of the next: the log-probability of
-        `targets` at that column and the LISTED most likely ids and theirs (streams,
-        READ_CHARS[, LISTED]), the model's own (before the unknown token is masked)."""
-        listed = min(LISTED, self.vocab.size)
+        `targets` at that column and the most likely ids and theirs (streams,
+        READ_CHARS[, listed]), the model's own (before the unknown token is masked)."""
+        top = listed(self.vocab.size)
         chosen = tf.TensorArray(tf.float32, size=READ_CHARS)
         top_ids = tf.TensorArray(tf.int32, size=READ_CHARS)
         top_logprobs = tf.TensorArray(tf.float32, size=READ_CHARS)
@@ -97,9 +101,9 @@ class Sampler:
             raw, new_states = self.model_step(tokens[:, t], states)
             logprobs = tf.nn.log_softmax(raw, axis=-1)
             chosen = chosen.write(t, tf.gather(logprobs, targets[:, t], batch_dims=1))
-            values, ids = tf.math.top_k(logprobs, k=listed)
+            values, ids = tf.math.top_k(logprobs, k=top)
             top_ids, top_logprobs = top_ids.write(t, ids), top_logprobs.write(t, values)
-            logits = tf.where(keep, raw + self.unknown_mask, logits)  # as `step` gives them
+            logits = tf.where(keep, self.masked(raw), logits)
             states = [
                 [tf.where(keep, new, old) for new, old in zip(new_layer, old_layer)]
                 for new_layer, old_layer in zip(new_states, states)

@@ -26,8 +26,9 @@ class PromptReading:
     same whatever rows it is read with (see INVARIANT_ROWS and BLOCK_ROWS), `min_rows`
     (the sampler's by default) allowing. A prompt may be empty: its row ends as it began.
 
-    Given `targets` (one array per prompt, as long as it), it keeps each row's scores
-    (see _read_chunk): after each character of a prompt, those of its target there."""
+    Given `targets` (per prompt, an array as long as it or None), it keeps the scores of
+    each row given one (see _read_chunk): after each character of its prompt, those of
+    its target there."""
 
     def __init__(
         self,
@@ -37,7 +38,7 @@ class PromptReading:
         starts: list[Start | None] | None = None,
         offsets: list[int] | None = None,
         piece: int | None = None,
-        targets: list[np.ndarray] | None = None,
+        targets: list[np.ndarray | None] | None = None,
     ):
         self.sampler = sampler
         self.piece = piece or READ_CHARS
@@ -56,16 +57,12 @@ class PromptReading:
         for row, (prompt, span) in enumerate(zip(prompts, self.spans)):
             self.ids[row, span] = prompt
             self.mask[row, span] = True
-        self.scores = None  # (logprobs, top ids, top logprobs), row by row, if targets
-        if targets is not None:
-            for row, (target, span) in enumerate(zip(targets, self.spans)):
+        # Row -> its (logprobs, top ids, top logprobs), one per character of its prompt.
+        self.scores: dict[int, tuple] = {}
+        for row, (target, span) in enumerate(zip(targets or (), self.spans)):
+            if target is not None:
                 self.targets[row, span] = target
-            listed = min(LISTED, sampler.vocab.size)
-            self.scores = (
-                np.zeros((self.rows, self.width), np.float32),
-                np.zeros((self.rows, self.width, listed), np.int32),
-                np.zeros((self.rows, self.width, listed), np.float32),
-            )
+                self.scores[row] = empty_scores(len(target), listed(sampler.vocab.size))
         self.logits, self.states = start_rows(sampler, starts or [], padded)
         self.start = 0  # the next column to read
 
@@ -82,17 +79,29 @@ class PromptReading:
             self.logits,
             self.states,
         )
-        if self.scores is not None:
-            for kept, read in zip(self.scores, scores):
-                kept[:, piece] = read.numpy()[: self.rows, :steps]
+        if self.scores:
+            self.keep_scores([read.numpy() for read in scores], steps)
         self.start += self.piece
+
+    def keep_scores(self, scores: list[np.ndarray], steps: int) -> None:
+        """Copy the scores of the columns just read (`scores`, from self.start on) into
+        those of the rows that keep them."""
+        for row, kept in self.scores.items():
+            span = self.spans[row]
+            first, last = max(span.start, self.start), min(span.stop, self.start + steps)
+            if first >= last:  # its prompt has no column in this piece
+                continue
+            for array, read in zip(kept, scores):
+                array[first - span.start : last - span.start] = read[
+                    row, first - self.start : last - self.start
+                ]
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self.ids, self.targets, self.mask
 
     def row_scores(self, row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Row `row`'s scores (read with `targets`), one per character of its prompt."""
-        return tuple(kept[row, self.spans[row]] for kept in self.scores)
+        """Row `row`'s scores (read with a target), one per character of its prompt."""
+        return self.scores[row]
 
     def read_all(self):
         """Reads what is left; returns `result()`."""
@@ -114,6 +123,20 @@ class PromptReading:
             Start(logits[row].copy(), [[state[row].copy() for state in layer] for layer in states])
             for row in rows
         ]
+
+
+def listed(vocab_size: int) -> int:
+    """How many of the most likely characters a reading lists at each position."""
+    return min(LISTED, vocab_size)
+
+
+def empty_scores(length: int, top: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Room for the scores of `length` characters, `top` listed at each."""
+    return (
+        np.zeros(length, np.float32),
+        np.zeros((length, top), np.int32),
+        np.zeros((length, top), np.float32),
+    )
 
 
 def next_targets(ids: np.ndarray) -> np.ndarray:

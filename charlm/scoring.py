@@ -31,7 +31,7 @@ import tensorflow as tf
 from charlm.batching import BLOCK_ROWS, row_bucket
 from charlm.model.build import recurrent_layers
 from charlm.model.step import chain_of_layers
-from charlm.reading import PromptReading, Start
+from charlm.reading import PromptReading, Start, next_targets
 
 SCORE_PIECE = 2048  # characters per compiled scoring call: one program, flat memory
 
@@ -51,8 +51,9 @@ def scoring_row(ids: np.ndarray, start_id: int, known: int = 0, start=None) -> S
     """The row scoring `ids` from position `known` on; `start` must be the point after
     reading its first `known` inputs (the start token and ids[:known - 1])."""
     ids = np.asarray(ids, np.int32).reshape(-1)
-    inputs = np.concatenate([np.array([start_id], np.int32), ids])[: len(ids)]  # as many
-    return ScoringRow(inputs[known:], ids[known:], start)
+    read = np.concatenate([np.array([start_id], np.int32), ids])  # after the start token
+    inputs, targets = read[:-1], next_targets(read)[:-1]  # targets: ids
+    return ScoringRow(inputs[known:], targets[known:], start)
 
 
 @dataclass
@@ -146,7 +147,7 @@ class Scorer:
 class StepScorer:
     """Scorer.run's rows scored by generation's reading (charlm.reading.PromptReading,
     the sampler's step, its rows at least the sampler's min_rows), `piece` characters per
-    call, each row from its start; it lists the LISTED most likely characters at most."""
+    call, each row from its start; it lists charlm.reading.listed characters at most."""
 
     def __init__(self, sampler, piece: int):  # a charlm.generate.Sampler
         self.sampler, self.width = sampler, piece

@@ -156,24 +156,26 @@ def test_a_text_scored_from_the_strides_its_prompts_reading_hands_on_is_scored_w
 
     generator = charlm.load(trained_run).generator
     sampler = generator.sampler.batch_invariant()
-    prompts = ["ROMEO: what light " * 5, "a short one", SYSTEM + "JULIET: ay"]
+    # Whole strides and a part, less than a stride, read before, exactly two strides.
+    prompts = ["ROMEO: what light " * 5, "a short one", SYSTEM + "JULIET: ay", ("ay me " * 11)[:64]]
     prompt_cache = PrefixCache(2**26)
     read(sampler, ["\n" + prompts[2]], prompt_cache)  # the third was read: it hands none
     reading = prompt_cache.reading(
-        sampler, [sampler.prime_row(sampler.vocab.encode(p)) for p in prompts], scored=[0, 1, 2]
+        sampler, [sampler.prime_row(sampler.vocab.encode(p)) for p in prompts], [0, 1, 2, 3]
     )
     while not reading.done:
         reading.read_piece()
-    handed = [reading.handed(row) for row in range(3)]
-    assert [len(strides) for strides in handed] == [len(prompts[0]) // STRIDE, 0, 0]
+    handed = [reading.handed(row) for row in range(4)]
+    assert [len(strides) for strides in handed] == [len(prompts[0]) // STRIDE, 0, 0, 2]
     texts = [generator.vocab.encode(p + " through yonder") for p in prompts]
     scoring = Scoring(generator, cache_bytes)
     got = scoring.score(texts, handed)
-    expected, _ = score(generator, [p + " through yonder" for p in prompts], 0)
+    # Each scored alone: other rows than the engine read them with (numbers are the same).
+    expected = [score(generator, [p + " through yonder"], 0)[0][0] for p in prompts]
     for got_scores, expected_scores in zip(got, expected):
         for name in ("logprobs", "top_ids", "top_logprobs"):
             np.testing.assert_array_equal(getattr(got_scores, name), getattr(expected_scores, name))
-    handed_chars = STRIDE * len(handed[0])
+    handed_chars = STRIDE * (len(handed[0]) + len(handed[3]))
     assert scoring.cache.read_chars == sum(map(len, texts)) - handed_chars
 
 

@@ -96,6 +96,19 @@ def test_greedy_text_is_the_most_likely_characters_its_logprobs_list(server, pro
     assert logprobs["tokens"] == listed
 
 
+def test_each_of_n_choices_has_the_scores_of_its_own_text(server, lm):
+    """The n choices of a prompt share its reading's scores; each text is its own."""
+    prompts = [
+        "the cat sat on the mat, and the dog sat by the door of the house.",
+        "a bird in the hand is worth two in the bush, or so they say to me.",
+    ]
+    body = complete(server, prompt=prompts, n=2, echo=True, logprobs=2, **SAMPLING)
+    texts = [choice["text"] for choice in body["choices"]]
+    assert len(set(texts)) == 4
+    for choice, text in zip(body["choices"], texts):
+        assert_scores(choice["logprobs"], text, lm.score(text, top=2), 0, 2)
+
+
 def test_max_tokens_0_with_echo_scores_the_prompt_alone(server, lm, trained_run):
     import keras
 

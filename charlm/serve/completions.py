@@ -65,7 +65,9 @@ class Reply:
         if self.completion.logprobs is None:
             return None
         prompt, top = self.prompts[index], self.completion.logprobs
-        handed = self.streams[index].read_strides if self.streams else ()
+        # The prompt's first choice read it for all its choices (request_streams).
+        first = index - index % self.completion.n
+        handed = self.streams[first].read_strides if self.streams else ()
         return await self.service.scoring.logprobs(prompt, self.texts[index], start, top, handed)
 
     def usage(self) -> dict:
@@ -212,10 +214,6 @@ async def sse(service, events, streams, reply: Reply):
     if service.stopping.is_set():  # the grace ran out before this stream began
         events.put_nowait(STOPPING)
     try:
-        if reply.completion.echo:
-            for index in range(choices):
-                yield await reply.echoed(index)
-                started[index] = True
         while not all(reply.reasons):
             pieces = [await events.get()]
             while not events.empty():  # whatever else arrived meanwhile, in one write
@@ -228,6 +226,10 @@ async def sse(service, events, streams, reply: Reply):
                 if finish == "error":  # OpenAI's clients raise on an event with an error
                     yield "".join(out) + event(generation_failed().body())
                     return
+                if reply.completion.echo and not started[index]:
+                    # Its prompt once it is read: its scores are the engine's reading's.
+                    out.append(await reply.echoed(index))
+                    started[index] = True
                 out.append(await reply.chunk(index, text, finish, not started[index]))
                 started[index] = True
             yield "".join(out)

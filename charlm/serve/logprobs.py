@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from charlm.reading import listed
 from charlm.scoring import RowScores, StepScorer, scoring_row
 from charlm.serve.prefix_cache import STRIDE, ScoreCache, ScoredStride, stride_digests
 from charlm.serve.prompts import Prompt
-from charlm.serve.requests import MAX_LOGPROBS
 
 log = logging.getLogger("charlm.serve")
 
@@ -73,8 +73,9 @@ class Scoring:
         # Batch-invariant, as the engine's: a text's numbers never depend on its neighbours.
         self.scorer = scorer or StepScorer(generator.sampler.batch_invariant(), STRIDE)
         self.cache = ScoreCache(cache_bytes)  # the worker thread's alone
-        # One `top` for every call: the scorer traces a program per value.
-        self.top = min(MAX_LOGPROBS, generator.vocab.size)
+        # As many as a reading lists: a handed stride's, a cached stride's and a new
+        # scoring's scores are joined.
+        self.top = listed(generator.vocab.size)
         self.jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self.held: Job | None = None  # taken from the queue, next to be scored
         threading.Thread(target=self.work, name="charlm-score", daemon=True).start()

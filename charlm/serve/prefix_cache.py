@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from charlm.reading import LISTED, PromptReading, Start, next_targets
+from charlm.reading import PromptReading, Start, listed, next_targets
 
 STRIDE = 32  # characters between stored states; also the columns read per call
 KEY_BYTES = 100  # a key's digest and tail, and the dictionaries' share, per entry
@@ -181,6 +181,13 @@ class ScoreCache(ByteBoundedLru):
                 self.touch(digests[stride])
 
 
+def stride_bytes(sampler) -> int:
+    """What a ScoredStride of a text read by `sampler` takes."""
+    states = [state for layer in sampler.initial_states(1) for state in layer]
+    point = 4 * sampler.vocab.size + sum(state.dtype.size * state.shape[1] for state in states)
+    return point + STRIDE * (4 + 8 * listed(sampler.vocab.size))
+
+
 def stride_digests(ids: np.ndarray) -> list[bytes]:
     """The digest of each whole-stride prefix of `ids`: digests[k] is that of ids[:k*STRIDE]
     (digests[0] that of no text), each made from the one before and the next stride."""
@@ -218,6 +225,8 @@ class CachedReading:
         # Row r's prompt is read from character known[r], at column offsets[r]: the
         # columns a call ends on are then whole strides into its prompt.
         self.offsets = [length % STRIDE for length in self.known]
+        self.handing = self.rows_to_hand(scored, stride_bytes(sampler))
+        self.kept = {row: [] for row in self.handing}  # the point after each whole stride
         rest = [ids[length:] for ids, length in zip(prompts, self.known)]
         self.reading = PromptReading(
             sampler,
@@ -225,10 +234,8 @@ class CachedReading:
             starts=[start for _, start in found],
             offsets=self.offsets,
             piece=STRIDE,
-            targets=[next_targets(ids) for ids in rest] if scored else None,
+            targets=[next_targets(ids) if r in self.kept else None for r, ids in enumerate(rest)],
         )
-        self.handing = self.rows_to_hand(scored)
-        self.kept = {row: [] for row in self.handing}  # the point after each whole stride
         cache.saved_chars += sum(self.known)
         cache.read_chars += sum(len(ids) for ids in prompts) - sum(self.known)
 
@@ -251,12 +258,9 @@ class CachedReading:
         for row, start in zip(handed, starts[len(keys) :]):
             self.kept[row].append(start)
 
-    def rows_to_hand(self, scored) -> list[int]:
-        """The rows of `scored` read from their start whose strides fit in HANDED_BYTES."""
-        reading = self.reading
-        arrays = [reading.logits] + [state for layer in reading.states for state in layer]
-        point = sum(array.dtype.size * array.shape[1] for array in arrays)
-        stride = point + STRIDE * (4 + 8 * LISTED)  # a ScoredStride's bytes
+    def rows_to_hand(self, scored, stride: int) -> list[int]:
+        """The rows of `scored` read from their start whose strides (`stride` bytes each)
+        fit in HANDED_BYTES."""
         return [
             row
             for row in scored

@@ -128,17 +128,19 @@ def prompts_of(streams: list[Stream]) -> list[np.ndarray]:
 
 
 def request_streams(
-    prompts: list[np.ndarray], n: int, seed: int, emitter, **controls
+    prompts: list[np.ndarray], n: int, seed: int, emitter, scored: bool = False, **controls
 ) -> list[Stream]:
     """The streams of a request for `n` samples of each of `prompts` (the ids each is read
     as), prompt-major as OpenAI indexes choices: sample k of a prompt uses seed
     stream_seed(seed, k), as `charlm sample --num-samples n --seed seed` does for that
-    prompt alone, and choice i emits through emitter(i)."""
+    prompt alone, and choice i emits through emitter(i). With `scored`, each prompt's
+    first sample keeps its prompt's scores, for all n (see Stream.read_strides)."""
     return [
         Stream(
             prompt_ids=prompt_ids,
             seed=stream_seed(seed, k),
             emit=emitter(p * n + k),
+            scored=scored and k == 0,
             **controls,
         )
         for p, prompt_ids in enumerate(prompts)
