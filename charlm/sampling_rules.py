@@ -19,8 +19,9 @@ from charlm.config import SampleConfig, check_setting
 from charlm.errors import ConfigError
 
 # Characters generated per compiled call: CHUNK at most (its columns are compiled in),
-# CHUNK_STEPS per call in a server, where requests join between calls (`charlm serve
-# --chunk-chars`; docs/results.md measures the trade of first characters against chars/s).
+# CHUNK_STEPS per call in a server (`charlm serve --chunk-chars`): requests join between
+# calls, so a shorter call lets a new one start sooner and a longer one spreads each
+# call's fixed cost over more characters.
 CHUNK = 256  # hides Python's cost per call, and text still streams
 CHUNK_STEPS = 32
 

@@ -72,8 +72,8 @@ class Engine:
         self.sampler = sampler.batch_invariant()
         self.vocab = sampler.vocab
         self.lane_count = lanes
-        # Characters per batched call. Each call costs a few milliseconds besides its steps,
-        # so long calls serve more characters per second; but a new stream joins only when
+        # Characters per batched call. Each call has a fixed cost besides its steps, so
+        # long calls serve more characters per second; but a new stream joins only when
         # the running call ends, and its prompt is read beside it, sharing the cores.
         self.chunk_steps = chunk_steps
         self.prefix_cache = PrefixCache(prefix_cache_bytes)  # the reader's alone

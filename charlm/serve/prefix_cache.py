@@ -32,9 +32,9 @@ from charlm.reading import PromptReading, Start, listed, next_targets
 
 STRIDE = 32  # characters between stored states; also the columns read per call
 KEY_BYTES = 100  # a key's digest and tail, and the dictionaries' share, per entry
-# The most the strides one stream hands to its scoring may take (about 5,000 characters of
-# the reference LSTM): they are kept until its request is answered, so a request of many
-# long prompts keeps many. A longer prompt is read again by scoring.
+# The most the strides one stream hands to its scoring may take: they are kept until its
+# request is answered, outside the caches' limit, so a request of many long prompts would
+# keep many. A prompt whose strides take more is read again by scoring.
 HANDED_BYTES = 2**21
 
 
